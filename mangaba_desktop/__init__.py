@@ -1,0 +1,5 @@
+"""Mangaba Desktop: an offline-first workbench for chatting with AI agents."""
+
+__version__ = "0.1.0"
+APP_NAME = "Mangaba Desktop"
+APP_ID = "mangaba-desktop"

@@ -1,0 +1,1 @@
+"""The Qt-free core: storage, providers, chat turns and events."""

@@ -1,0 +1,53 @@
+"""The core's event bus: plain callbacks, no Qt.
+
+Handlers run synchronously, in subscription order, on the thread that publishes (the event loop's,
+in the app). A handler that raises is logged and the others still run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, dict[str, Any]], None]
+
+# Event names published by the chat core.
+CONVERSATION_CREATED = "conversation.created"
+CONVERSATION_UPDATED = "conversation.updated"
+CONVERSATION_DELETED = "conversation.deleted"
+MESSAGE_ADDED = "message.added"
+MESSAGE_DELTA = "message.delta"
+MESSAGE_FINISHED = "message.finished"
+MESSAGES_REMOVED = "messages.removed"
+AI_REQUEST_STARTED = "ai.request.started"
+AI_REQUEST_COMPLETED = "ai.request.completed"
+ERROR_OCCURRED = "error.occurred"
+PROVIDER_STATUS = "provider.status"
+
+
+class EventBus:
+    """Publish named events with a payload to whoever subscribed to the name (or to ``*``)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = defaultdict(list)
+
+    def subscribe(self, name: str, handler: Handler) -> Callable[[], None]:
+        """Call ``handler(name, payload)`` for each event ``name``; returns an unsubscribe."""
+        self._handlers[name].append(handler)
+
+        def unsubscribe() -> None:
+            if handler in self._handlers[name]:
+                self._handlers[name].remove(handler)
+
+        return unsubscribe
+
+    def publish(self, name: str, **payload: Any) -> None:
+        for handler in (*self._handlers.get(name, ()), *self._handlers.get("*", ())):
+            try:
+                handler(name, payload)
+            except Exception:
+                log.exception("handler %r failed on %s", handler, name)

@@ -1,0 +1,1 @@
+"""Model providers: every generation, local or remote, goes through ``litellm.acompletion``."""

@@ -1,0 +1,285 @@
+"""Conversations and their messages: what the chat pane and the chat core read and write."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, delete, select, update
+
+from .. import events
+from ..events import EventBus
+from .database import Database
+from .models import Conversation, Message, MessageStatus, Role, SearchHit
+from .search import search_messages
+
+DEFAULT_TITLE = "New chat"
+TITLE_LENGTH = 60
+PAGE_SIZE = 50
+
+
+def title_from(text: str) -> str:
+    """A conversation title made from the first words of a message."""
+    visible = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text[:1000])
+    line = " ".join(visible.split())
+    if len(line) <= TITLE_LENGTH:
+        return line or DEFAULT_TITLE
+    return line[: TITLE_LENGTH - 1].rsplit(" ", 1)[0] + "…"
+
+
+class ConversationStore:
+    """Async access to the chat history; every write goes through the database's writer."""
+
+    def __init__(self, database: Database, bus: EventBus) -> None:
+        self.db = database
+        self.bus = bus
+
+    # -- conversations -----------------------------------------------------------------------
+
+    async def create(self, title: str = DEFAULT_TITLE, model: str | None = None) -> Conversation:
+        def job(session: Session) -> Conversation:
+            now = time.time()
+            conversation = Conversation(title=title, created_at=now, updated_at=now, model=model)
+            session.add(conversation)
+            session.flush()
+            return conversation
+
+        conversation = await self.db.write(job)
+        self.bus.publish(events.CONVERSATION_CREATED, conversation=conversation)
+        return conversation
+
+    async def get(self, conversation_id: int) -> Conversation | None:
+        return await self.db.read(lambda s: s.get(Conversation, conversation_id))
+
+    async def list(self) -> list[Conversation]:
+        """Every conversation, most recently active first."""
+
+        def job(session: Session) -> list[Conversation]:
+            query = select(Conversation).order_by(col(Conversation.updated_at).desc())
+            return list(session.exec(query).all())
+
+        return await self.db.read(job)
+
+    async def rename(self, conversation_id: int, title: str) -> Conversation:
+        title = " ".join(title.split())[:200] or DEFAULT_TITLE
+        conversation = await self.db.write(
+            lambda s: _update_conversation(s, conversation_id, title=title)
+        )
+        self.bus.publish(events.CONVERSATION_UPDATED, conversation=conversation)
+        return conversation
+
+    async def save_draft(self, conversation_id: int, draft: str) -> None:
+        """Keep unsent text; it does not count as activity."""
+        await self.db.write(lambda s: _update_conversation(s, conversation_id, draft=draft))
+
+    async def delete(self, conversation_id: int) -> None:
+        def job(session: Session) -> None:
+            session.exec(delete(Conversation).where(col(Conversation.id) == conversation_id))
+
+        await self.db.write(job)
+        self.bus.publish(events.CONVERSATION_DELETED, conversation_id=conversation_id)
+
+    # -- messages ------------------------------------------------------------------------------
+
+    async def add_message(
+        self,
+        conversation_id: int,
+        role: Role,
+        content: str,
+        *,
+        status: MessageStatus = MessageStatus.COMPLETE,
+        model: str | None = None,
+    ) -> Message:
+        """Store a message and mark the conversation active; the first user message names a
+        conversation that still has the default title."""
+
+        def job(session: Session) -> tuple[Message, Conversation]:
+            now = time.time()
+            message = Message(
+                conversation_id=conversation_id,
+                role=role,
+                content=content,
+                created_at=now,
+                status=status,
+                model=model,
+            )
+            session.add(message)
+            changes: dict[str, Any] = {"updated_at": now}
+            conversation = session.get(Conversation, conversation_id)
+            if conversation is None:
+                raise LookupError(f"conversation {conversation_id} does not exist")
+            if role == Role.USER and conversation.title == DEFAULT_TITLE:
+                changes["title"] = title_from(content)
+            if model:
+                changes["model"] = model
+            conversation = _update_conversation(session, conversation_id, **changes)
+            session.flush()
+            return message, conversation
+
+        message, conversation = await self.db.write(job)
+        self.bus.publish(events.MESSAGE_ADDED, message=message)
+        self.bus.publish(events.CONVERSATION_UPDATED, conversation=conversation)
+        return message
+
+    async def update_message(self, message_id: int, **fields: Any) -> Message:
+        return await self.db.write(lambda s: _update_message(s, message_id, **fields))
+
+    def snapshot_message(self, message_id: int, content: str) -> None:
+        """Queue a save of a growing reply without waiting for it."""
+        self.db.write_soon(lambda s: _update_message(s, message_id, content=content))
+
+    async def get_message(self, message_id: int) -> Message | None:
+        return await self.db.read(lambda s: s.get(Message, message_id))
+
+    async def delete_messages_from(self, conversation_id: int, first_id: int) -> list[int]:
+        """Delete a message and every later one of its conversation; return their ids."""
+
+        def job(session: Session) -> list[int]:
+            ids = list(
+                session.exec(
+                    select(Message.id)
+                    .where(Message.conversation_id == conversation_id)
+                    .where(col(Message.id) >= first_id)
+                ).all()
+            )
+            session.exec(delete(Message).where(col(Message.id).in_(ids)))
+            return [i for i in ids if i is not None]
+
+        removed = await self.db.write(job)
+        if removed:
+            self.bus.publish(
+                events.MESSAGES_REMOVED, conversation_id=conversation_id, message_ids=removed
+            )
+        return removed
+
+    async def count(self, conversation_id: int) -> int:
+        return await self.db.read(lambda s: count_messages(s, conversation_id))
+
+    async def page(
+        self,
+        conversation_id: int,
+        *,
+        before_id: int | None = None,
+        after_id: int | None = None,
+        limit: int = PAGE_SIZE,
+    ) -> list[Message]:
+        """Up to ``limit`` messages in order: the newest ones, those just before ``before_id``,
+        or those just after ``after_id``."""
+        return await self.db.read(
+            lambda s: page_messages(s, conversation_id, before_id, after_id, limit)
+        )
+
+    async def around(
+        self, conversation_id: int, message_id: int, limit: int = PAGE_SIZE
+    ) -> list[Message]:
+        """A page of messages with ``message_id`` in its middle (to jump to a search hit)."""
+
+        def job(session: Session) -> list[Message]:
+            half = limit // 2
+            older = page_messages(session, conversation_id, message_id + 1, None, half + 1)
+            newer = page_messages(session, conversation_id, None, message_id, limit - half)
+            return older + newer
+
+        return await self.db.read(job)
+
+    async def history(self, conversation_id: int, before_id: int | None = None) -> list[Message]:
+        """The messages a model should see: complete ones (and partial replies kept after an
+        interruption), oldest first, before ``before_id`` if given. The provider trims to fit."""
+
+        def job(session: Session) -> list[Message]:
+            query = (
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .where(col(Message.status).in_([MessageStatus.COMPLETE, MessageStatus.INTERRUPTED]))
+                .where(Message.content != "")
+                .order_by(col(Message.id).desc())
+                .limit(200)
+            )
+            if before_id is not None:
+                query = query.where(col(Message.id) < before_id)
+            return list(reversed(session.exec(query).all()))
+
+        return await self.db.read(job)
+
+    async def search(self, query: str, limit: int = 50) -> list[SearchHit]:
+        return await self.db.read(lambda s: search_messages(s, query, limit))
+
+    async def recover_interrupted(self) -> int:
+        """Mark replies that were still streaming when the app last stopped as interrupted."""
+
+        def job(session: Session) -> int:
+            result = session.exec(
+                update(Message)
+                .where(col(Message.status) == MessageStatus.STREAMING)
+                .values(status=MessageStatus.INTERRUPTED)
+            )
+            return result.rowcount
+
+        return await self.db.write(job)
+
+    async def export(self, conversation_id: int) -> tuple[Conversation, list[Message]]:
+        def job(session: Session) -> tuple[Conversation, list[Message]]:
+            conversation = session.get(Conversation, conversation_id)
+            if conversation is None:
+                raise LookupError(f"conversation {conversation_id} does not exist")
+            query = (
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(col(Message.id))
+            )
+            return conversation, list(session.exec(query).all())
+
+        return await self.db.read(job)
+
+
+def count_messages(session: Session, conversation_id: int) -> int:
+    query = (
+        select(func.count()).select_from(Message).where(Message.conversation_id == conversation_id)
+    )
+    return session.exec(query).one()
+
+
+def page_messages(
+    session: Session,
+    conversation_id: int,
+    before_id: int | None,
+    after_id: int | None,
+    limit: int,
+) -> list[Message]:
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if after_id is not None:
+        query = query.where(col(Message.id) > after_id).order_by(col(Message.id)).limit(limit)
+        return list(session.exec(query).all())
+    if before_id is not None:
+        query = query.where(col(Message.id) < before_id)
+    query = query.order_by(col(Message.id).desc()).limit(limit)
+    return list(reversed(session.exec(query).all()))
+
+
+def _update_conversation(session: Session, conversation_id: int, **fields: Any) -> Conversation:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        raise LookupError(f"conversation {conversation_id} does not exist")
+    for name, value in fields.items():
+        setattr(conversation, name, value)
+    session.add(conversation)
+    session.flush()
+    return conversation
+
+
+def _update_message(session: Session, message_id: int, **fields: Any) -> Message:
+    message = session.get(Message, message_id)
+    if message is None:
+        raise LookupError(f"message {message_id} does not exist")
+    for name, value in fields.items():
+        setattr(message, name, value)
+    session.add(message)
+    session.flush()
+    return message
+
+
+def messages_as_prompt(messages: Sequence[Message]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in messages]

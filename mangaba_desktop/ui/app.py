@@ -1,0 +1,213 @@
+"""The application: Qt, the qasync loop, ordered start-up and a clean shutdown.
+
+Start-up paints the window first and only then imports the event loop, the database layer and
+(in the background) litellm and the local model, so the user sees the app at once. Services
+start in order and stop in reverse; the process leaves no thread or task behind and exits 0 on
+window close, Quit and Ctrl+C (SIGINT/SIGTERM) alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QSocketNotifier, Qt
+from PySide6.QtWidgets import QApplication
+
+from .. import APP_ID, APP_NAME, __version__
+from ..core.paths import data_dir
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ..core.chat import ChatService
+    from ..core.events import EventBus
+    from ..core.providers.completions import Completions
+    from ..core.store import ConversationStore, Database
+    from .main_window import MainWindow
+
+_PROCESS_START = time.perf_counter()
+
+
+def _make_application() -> QApplication:
+    QApplication.setHighDpiScaleFactorRoundingPolicy(
+        Qt.HighDpiScaleFactorRoundingPolicy.PassThrough
+    )
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setApplicationName(APP_NAME)
+    app.setApplicationVersion(__version__)
+    app.setOrganizationName("Mangaba")
+    app.setDesktopFileName(APP_ID)
+    app.setStyle("Fusion")
+    app.setQuitOnLastWindowClosed(False)  # the loop, not Qt, decides when to end
+    return app
+
+
+class Application:
+    """Owns the services and their order of start and stop."""
+
+    def __init__(self, app: QApplication, window: MainWindow, directory: Path) -> None:
+        self.app = app
+        self.window = window
+        self.directory = directory
+        self.bus: EventBus | None = None
+        self.database: Database | None = None
+        self.store: ConversationStore | None = None
+        self.completions: Completions | None = None
+        self.chat: ChatService | None = None
+        self._quit: asyncio.Future[int] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._signal_pipe: tuple[socket.socket, socket.socket] | None = None
+        self._signal_notifier: QSocketNotifier | None = None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def main(self) -> int:
+        import asyncio
+
+        self._quit = asyncio.get_running_loop().create_future()
+        self.window.closed.connect(lambda: self.quit(0))
+        self._install_signal_handlers()
+        try:
+            if await self._start_services():
+                return await self._quit
+            return 1
+        finally:
+            await self._stop_services()
+            self._remove_signal_handlers()
+
+    def quit(self, code: int = 0) -> None:
+        if self._quit is not None and not self._quit.done():
+            self._quit.set_result(code)
+
+    def spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        """Run ``coroutine`` in the background, keeping a reference until it ends."""
+        import asyncio
+
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -- services, in order --------------------------------------------------------------------
+
+    async def _start_services(self) -> bool:
+        import asyncio
+
+        from ..core.chat import ChatService
+        from ..core.events import EventBus
+        from ..core.providers.completions import Completions
+        from ..core.store import ConversationStore
+        from .database_dialog import open_database
+
+        self.bus = EventBus()
+        self.database = await open_database(self.window, self.directory)
+        if self.database is None:
+            return False
+        self.store = ConversationStore(self.database, self.bus)
+        interrupted = await self.store.recover_interrupted()
+        self.completions = Completions()
+        self.chat = ChatService(self.store, self.completions, self.bus)
+        await self.window.attach(self.chat, self.store, self.completions, self.bus, self.spawn)
+        if interrupted:
+            self.window.show_status(
+                f"{interrupted} reply(s) were cut off when the app last stopped; "
+                "they are kept and marked interrupted."
+            )
+        self.spawn(self.window.load_models(self.completions))
+        self.spawn(asyncio.to_thread(self.database.daily_backup))
+        return True
+
+    async def _stop_services(self) -> None:
+        import asyncio
+
+        if self.chat is not None:
+            await self.chat.shutdown()
+        await self.window.detach()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.completions is not None:
+            await self.completions.close()
+        if self.database is not None:
+            await asyncio.to_thread(self.database.close)
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        """Turn SIGINT/SIGTERM into an orderly quit, even while Qt waits in C++.
+
+        Python runs signal handlers only when it gets control; the wake-up socket makes Qt hand
+        it control as soon as a signal lands.
+        """
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._signal_pipe = (reader, writer)
+        signal.set_wakeup_fd(writer.fileno())
+        notifier = QSocketNotifier(reader.fileno(), QSocketNotifier.Type.Read)
+        notifier.activated.connect(self._drain_signal_pipe)
+        self._signal_notifier = notifier
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: self.window.close())
+
+    def _drain_signal_pipe(self) -> None:
+        if self._signal_pipe is not None:
+            try:
+                self._signal_pipe[0].recv(64)
+            except OSError:
+                pass
+
+    def _remove_signal_handlers(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_DFL)
+        if self._signal_notifier is not None:
+            self._signal_notifier.setEnabled(False)
+            self._signal_notifier.deleteLater()
+        if self._signal_pipe is not None:
+            for end in self._signal_pipe:
+                end.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Open the window, then run the loop until the user quits; returns the exit code."""
+    directory = data_dir(args.data_dir)
+    app = _make_application()
+
+    from .main_window import MainWindow
+
+    window = MainWindow(directory)
+    window.restore_layout()
+    window.show()
+    if args.quit_after_paint:
+        window.painted.connect(lambda: _report_paint_and_quit(app))
+        return app.exec()
+    # Let the first frame reach the screen before anything heavy is imported.
+    app.processEvents()
+
+    import asyncio
+
+    import qasync
+
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    application = Application(app, window, directory)
+    try:
+        with loop:
+            code = loop.run_until_complete(application.main())
+    finally:
+        asyncio.set_event_loop(None)
+    window.deleteLater()
+    return code
+
+
+def _report_paint_and_quit(app: QApplication) -> None:
+    print(f"first-paint-ms {(time.perf_counter() - _PROCESS_START) * 1000:.1f}", flush=True)
+    app.quit()

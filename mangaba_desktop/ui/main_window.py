@@ -1,0 +1,306 @@
+"""The main window: docks for the panes, menus, shortcuts, status bar, saved layout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QPaintEvent
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QWidget,
+)
+
+from .. import APP_NAME, __version__
+from .placeholder import PlaceholderPane
+
+if TYPE_CHECKING:
+    from ..core.chat import ChatService
+    from ..core.events import EventBus
+    from ..core.providers.completions import Completions
+    from ..core.store import ConversationStore
+    from .chat.pane import ChatPane
+
+LAYOUT_VERSION = 1
+
+_PLACEHOLDERS = (
+    (
+        "context",
+        "Context",
+        "Browse, search, pin and edit what your agents remember, and see which memories fed "
+        "each reply.",
+    ),
+    (
+        "network",
+        "Agent network",
+        "A live graph of local agents, remote A2A agents and model endpoints, with messages "
+        "pulsing along the edges.",
+    ),
+    (
+        "performance",
+        "Performance",
+        "Live charts of latency, time to first token, tokens per second, errors, memory and CPU.",
+    ),
+)
+
+
+class MainWindow(QMainWindow):
+    """The app's one window.
+
+    Signals:
+        painted: the first frame was drawn.
+        closed: the user closed the window (or asked to quit).
+    """
+
+    painted = Signal()
+    closed = Signal()
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = directory
+        self.chat_pane: ChatPane | None = None
+        self._painted = False
+        self._settings = QSettings(str(directory / "window.ini"), QSettings.Format.IniFormat)
+        self.setWindowTitle(APP_NAME)
+        self.setObjectName("main-window")
+        self.resize(1200, 780)
+        self.setDockNestingEnabled(True)
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+
+        loading = QLabel("Opening your conversations…")
+        loading.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.chat_dock = self._dock("chat", "Chat", loading)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.chat_dock)
+        self.side_docks: list[QDockWidget] = []
+        for name, title, promise in _PLACEHOLDERS:
+            dock = self._dock(name, title, PlaceholderPane(title, promise))
+            self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+            if self.side_docks:
+                self.tabifyDockWidget(self.side_docks[0], dock)
+            self.side_docks.append(dock)
+        self.side_docks[0].raise_()
+        self.resizeDocks(
+            [self.chat_dock, self.side_docks[0]], [800, 400], Qt.Orientation.Horizontal
+        )
+        self._default_state = self.saveState(LAYOUT_VERSION)
+
+        self._build_status_bar()
+        self._build_menus()
+
+    # -- construction --------------------------------------------------------------------------
+
+    def _dock(self, name: str, title: str, widget: QWidget) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{name}")
+        dock.setWidget(widget)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
+        return dock
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.model_label = QLabel("Model: loading…")
+        self.network_label = QLabel("")
+        self.speed_label = QLabel("")
+        for label in (self.speed_label, self.network_label, self.model_label):
+            label.setContentsMargins(8, 0, 8, 0)
+            bar.addPermanentWidget(label)
+
+    def _action(
+        self,
+        text: str,
+        slot: Callable[[], Any],
+        shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None,
+    ) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.triggered.connect(lambda _checked=False: slot())
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        self.new_chat_action = self._action("&New chat", self._on_new_chat, "Ctrl+N")
+        self.search_action = self._action("&Search all chats…", self._on_search, "Ctrl+K")
+        self.export_md_action = self._action("Export as &Markdown…", lambda: self._on_export("md"))
+        self.export_json_action = self._action("Export as &JSON…", lambda: self._on_export("json"))
+        self.stop_action = self._action("&Stop reply", self._on_stop, "Esc")
+        self.regenerate_action = self._action("&Regenerate reply", self._on_regenerate, "Ctrl+R")
+        self.chat_actions = [
+            self.new_chat_action,
+            self.search_action,
+            self.export_md_action,
+            self.export_json_action,
+            self.stop_action,
+            self.regenerate_action,
+        ]
+        for action in self.chat_actions:
+            action.setEnabled(False)
+
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self.new_chat_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.export_md_action)
+        file_menu.addAction(self.export_json_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
+
+        chat_menu = bar.addMenu("&Chat")
+        chat_menu.addAction(self.search_action)
+        chat_menu.addAction(self.stop_action)
+        chat_menu.addAction(self.regenerate_action)
+
+        view_menu = bar.addMenu("&View")
+        for dock in (self.chat_dock, *self.side_docks):
+            view_menu.addAction(dock.toggleViewAction())
+        view_menu.addSeparator()
+        view_menu.addAction(self._action("&Reset layout", self.reset_layout))
+
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self._action("&Keyboard shortcuts", self._on_shortcuts))
+        help_menu.addAction(self._action(f"&About {APP_NAME}", self._on_about))
+
+    # -- services ------------------------------------------------------------------------------
+
+    async def attach(
+        self,
+        chat: ChatService,
+        store: ConversationStore,
+        completions: Completions,
+        bus: EventBus,
+        spawn: Callable[[Any], Any],
+    ) -> None:
+        """Fill the Chat pane once the history is open."""
+        from .chat.pane import ChatPane
+
+        self.chat_pane = ChatPane(chat, store, bus, spawn, self)
+        self.chat_pane.status_message.connect(self.show_status)
+        self.chat_pane.reply_speed.connect(self._on_reply_speed)
+        self.chat_pane.streaming_changed.connect(self._on_streaming_changed)
+        self.chat_dock.setWidget(self.chat_pane)
+        for action in self.chat_actions:
+            action.setEnabled(True)
+        self._on_streaming_changed(False)
+        self._watch_network()
+        await self.chat_pane.start()
+
+    async def detach(self) -> None:
+        if self.chat_pane is not None:
+            await self.chat_pane.flush()
+
+    async def load_models(self, completions: Completions) -> None:
+        self.model_label.setText("Model: loading the local model…")
+        try:
+            await completions.start()
+        except Exception as exc:
+            self.model_label.setText("Model: unavailable")
+            self.show_status(f"The local model could not start: {exc}", 0)
+            return
+        self.model_label.setText(f"Model: {completions.local_model_name} (local)")
+
+    def show_status(self, text: str, timeout_ms: int = 8000) -> None:
+        self.statusBar().showMessage(text, timeout_ms)
+
+    def _watch_network(self) -> None:
+        from PySide6.QtNetwork import QNetworkInformation
+
+        if not QNetworkInformation.loadDefaultBackend() or QNetworkInformation.instance() is None:
+            self.network_label.setText("Network: unknown · local model works offline")
+            return
+        info = QNetworkInformation.instance()
+        info.reachabilityChanged.connect(self._on_reachability)
+        self._on_reachability(info.reachability())
+
+    def _on_reachability(self, reachability: Any) -> None:
+        from PySide6.QtNetwork import QNetworkInformation
+
+        online = reachability == QNetworkInformation.Reachability.Online
+        self.network_label.setText("● Online" if online else "○ Offline · local model")
+
+    def _on_reply_speed(self, tokens_per_second: float) -> None:
+        self.speed_label.setText(f"Last reply: {tokens_per_second:.1f} tokens/s")
+
+    def _on_streaming_changed(self, streaming: bool) -> None:
+        self.stop_action.setEnabled(streaming)
+        self.regenerate_action.setEnabled(not streaming)
+
+    # -- menu actions --------------------------------------------------------------------------
+
+    def _on_new_chat(self) -> None:
+        if self.chat_pane:
+            self.chat_pane.new_conversation()
+
+    def _on_search(self) -> None:
+        if self.chat_pane:
+            self.chat_pane.open_search()
+
+    def _on_export(self, kind: str) -> None:
+        if self.chat_pane:
+            self.chat_pane.export_current(kind)
+
+    def _on_stop(self) -> None:
+        if self.chat_pane:
+            self.chat_pane.stop()
+
+    def _on_regenerate(self) -> None:
+        if self.chat_pane:
+            self.chat_pane.regenerate()
+
+    def _on_shortcuts(self) -> None:
+        QMessageBox.information(
+            self,
+            "Keyboard shortcuts",
+            "Enter: send\nShift+Enter: new line\nEsc: stop the reply\nCtrl+N: new chat\n"
+            "Ctrl+K: search all chats\nCtrl+R: regenerate the last reply\nCtrl+Q: quit",
+        )
+
+    def _on_about(self) -> None:
+        QMessageBox.about(
+            self,
+            f"About {APP_NAME}",
+            f"<b>{APP_NAME}</b> {__version__}<p>Chat with AI agents, offline first.</p>"
+            f"<p>Data folder: {self.directory}</p>",
+        )
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def restore_layout(self) -> None:
+        geometry = self._settings.value("geometry")
+        state = self._settings.value("state")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state, LAYOUT_VERSION)
+
+    def save_layout(self) -> None:
+        self._settings.setValue("geometry", self.saveGeometry())
+        self._settings.setValue("state", self.saveState(LAYOUT_VERSION))
+        self._settings.sync()
+
+    def reset_layout(self) -> None:
+        self.restoreState(self._default_state, LAYOUT_VERSION)
+        for dock in (self.chat_dock, *self.side_docks):
+            dock.setFloating(False)
+            dock.show()
+
+    # -- events --------------------------------------------------------------------------------
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        super().paintEvent(event)
+        if not self._painted:
+            self._painted = True
+            QTimer.singleShot(0, self.painted.emit)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_layout()
+        event.accept()
+        self.closed.emit()
