@@ -8,8 +8,10 @@ moment (status ``streaming``), saved at least once a second while it grows, and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from . import events
@@ -39,8 +41,8 @@ class ChatService:
     """Runs chat turns for conversations, one reply at a time per conversation.
 
     Events (on the bus): ``message.added``, ``message.delta`` (``message_id``,
-    ``conversation_id``, ``text`` so far), ``message.finished`` (the final ``message``),
-    ``ai.request.started``, ``ai.request.completed`` and ``error.occurred``.
+    ``conversation_id``, ``delta``: the new piece of text), ``message.finished`` (the final
+    ``message``), ``ai.request.started``, ``ai.request.completed`` and ``error.occurred``.
     """
 
     def __init__(
@@ -57,11 +59,17 @@ class ChatService:
         self.bus = bus
         self.system_prompt = system_prompt
         self.params = params or {}
+        self.model: str | None = None
+        """The model new replies use; the local model when unset."""
         self._replies: dict[int, asyncio.Task[Message]] = {}
+        self._starting: set[int] = set()
+        """Conversations whose turn is being set up (stored, not streaming yet)."""
 
     # -- queries -------------------------------------------------------------------------------
 
     def is_streaming(self, conversation_id: int) -> bool:
+        if conversation_id in self._starting:
+            return True
         task = self._replies.get(conversation_id)
         return task is not None and not task.done()
 
@@ -74,29 +82,29 @@ class ChatService:
         sent, and ``RuntimeError`` while this conversation already has a reply streaming.
         """
         text = validate_message(text)
-        self._check_idle(conversation_id)
-        await self.store.add_message(conversation_id, Role.USER, text)
-        return await self._start_reply(conversation_id, model)
+        with self._turn(conversation_id):
+            await self.store.add_message(conversation_id, Role.USER, text)
+            return await self._start_reply(conversation_id, model)
 
     async def regenerate(self, conversation_id: int, model: str | None = None) -> Message:
         """Replace the replies after the last user message with a new one."""
-        self._check_idle(conversation_id)
-        history = await self.store.history(conversation_id)
-        last_user = next((m for m in reversed(history) if m.role == Role.USER), None)
-        if last_user is None or last_user.id is None:
-            raise LookupError("There is no message to answer in this conversation.")
-        await self.store.delete_messages_from(conversation_id, last_user.id + 1)
-        return await self._start_reply(conversation_id, model)
+        with self._turn(conversation_id):
+            history = await self.store.history(conversation_id)
+            last_user = next((m for m in reversed(history) if m.role == Role.USER), None)
+            if last_user is None or last_user.id is None:
+                raise LookupError("There is no message to answer in this conversation.")
+            await self.store.delete_messages_from(conversation_id, last_user.id + 1)
+            return await self._start_reply(conversation_id, model)
 
     async def edit_and_resend(
         self, conversation_id: int, message_id: int, text: str, model: str | None = None
     ) -> Message:
         """Replace a user message and everything after it with ``text`` and a new reply."""
         text = validate_message(text)
-        self._check_idle(conversation_id)
-        await self.store.delete_messages_from(conversation_id, message_id)
-        await self.store.add_message(conversation_id, Role.USER, text)
-        return await self._start_reply(conversation_id, model)
+        with self._turn(conversation_id):
+            await self.store.delete_messages_from(conversation_id, message_id)
+            await self.store.add_message(conversation_id, Role.USER, text)
+            return await self._start_reply(conversation_id, model)
 
     def stop(self, conversation_id: int) -> bool:
         """Stop the reply streaming in this conversation; what arrived so far is kept."""
@@ -122,12 +130,20 @@ class ChatService:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _check_idle(self, conversation_id: int) -> None:
+    @contextlib.contextmanager
+    def _turn(self, conversation_id: int) -> Iterator[None]:
+        """Hold the conversation from the first await of a turn until its reply task exists,
+        so that a second send (a double Enter) cannot start a second, unstoppable reply."""
         if self.is_streaming(conversation_id):
             raise RuntimeError("A reply is still streaming here: stop it first.")
+        self._starting.add(conversation_id)
+        try:
+            yield
+        finally:
+            self._starting.discard(conversation_id)
 
     async def _start_reply(self, conversation_id: int, model: str | None) -> Message:
-        model = model or self.completions.default_model
+        model = model or self.model or self.completions.default_model
         history = await self.store.history(conversation_id)
         prompt = messages_as_prompt(history)
         if self.system_prompt:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .local_model import LocalModel, embedded_model_path
+from .local_model import LocalModel, LocalModelError, embedded_model_path
 
 LOCAL_PROVIDER = "mangaba-local"
 
@@ -99,13 +99,17 @@ class Completions:
     ) -> AsyncIterator[StreamPiece]:
         """Yield the reply's pieces. Cancelling the consuming task stops the generation."""
         await self.start()
-        response = await self._litellm.acompletion(
-            model=model,
-            messages=messages,
-            stream=True,
-            stream_options={"include_usage": True},
-            **params,
-        )
+        try:
+            response = await self._litellm.acompletion(
+                model=model,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+                **params,
+            )
+        except Exception as exc:
+            _raise_local_error(exc)
+            raise
         try:
             async for chunk in response:
                 piece = StreamPiece()
@@ -119,6 +123,9 @@ class Completions:
                     }
                 if piece.text or piece.usage:
                     yield piece
+        except Exception as exc:
+            _raise_local_error(exc)
+            raise
         finally:
             closer = getattr(response, "aclose", None)
             if closer is not None:
@@ -129,3 +136,18 @@ class Completions:
             self._ready.cancel()
         if self._local is not None:
             await asyncio.to_thread(self._local.shutdown)
+
+
+def _raise_local_error(exc: BaseException) -> None:
+    """Re-raise the local model's own error when litellm wrapped it.
+
+    litellm turns an exception from a custom provider's stream into ``MidStreamFallbackError``
+    whose text holds two Python tracebacks; the user must see the model's sentence instead.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, LocalModelError):
+            raise current from None
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__

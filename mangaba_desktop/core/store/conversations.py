@@ -12,6 +12,7 @@ from sqlmodel import Session, col, delete, select, update
 
 from .. import events
 from ..events import EventBus
+from ..validation import clean_text
 from .database import Database
 from .models import Conversation, Message, MessageStatus, Role, SearchHit
 from .search import search_messages
@@ -64,7 +65,7 @@ class ConversationStore:
         return await self.db.read(job)
 
     async def rename(self, conversation_id: int, title: str) -> Conversation:
-        title = " ".join(title.split())[:200] or DEFAULT_TITLE
+        title = " ".join(clean_text(title).split())[:200] or DEFAULT_TITLE
         conversation = await self.db.write(
             lambda s: _update_conversation(s, conversation_id, title=title)
         )
@@ -73,6 +74,7 @@ class ConversationStore:
 
     async def save_draft(self, conversation_id: int, draft: str) -> None:
         """Keep unsent text; it does not count as activity."""
+        draft = clean_text(draft)
         await self.db.write(lambda s: _update_conversation(s, conversation_id, draft=draft))
 
     async def delete(self, conversation_id: int) -> None:
@@ -98,6 +100,10 @@ class ConversationStore:
 
         def job(session: Session) -> tuple[Message, Conversation]:
             now = time.time()
+            # Looked up before the message is added: the lookup would flush it first.
+            conversation = session.get(Conversation, conversation_id)
+            if conversation is None:
+                raise LookupError(f"conversation {conversation_id} does not exist")
             message = Message(
                 conversation_id=conversation_id,
                 role=role,
@@ -108,9 +114,6 @@ class ConversationStore:
             )
             session.add(message)
             changes: dict[str, Any] = {"updated_at": now}
-            conversation = session.get(Conversation, conversation_id)
-            if conversation is None:
-                raise LookupError(f"conversation {conversation_id} does not exist")
             if role == Role.USER and conversation.title == DEFAULT_TITLE:
                 changes["title"] = title_from(content)
             if model:
@@ -179,8 +182,9 @@ class ConversationStore:
 
         def job(session: Session) -> list[Message]:
             half = limit // 2
+            # ``older`` ends with the message itself: half before it, the rest after it.
             older = page_messages(session, conversation_id, message_id + 1, None, half + 1)
-            newer = page_messages(session, conversation_id, None, message_id, limit - half)
+            newer = page_messages(session, conversation_id, None, message_id, limit - half - 1)
             return older + newer
 
         return await self.db.read(job)

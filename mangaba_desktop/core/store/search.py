@@ -7,6 +7,7 @@ import re
 from sqlalchemy import text
 from sqlmodel import Session
 
+from ..validation import clean_text
 from .models import SearchHit
 
 HIT_START = "\ue000"
@@ -74,7 +75,8 @@ def _scan_snippet(content: str, needle: str, width: int = 60) -> str:
 
 def search_messages(session: Session, query: str, limit: int = 50) -> list[SearchHit]:
     """Messages matching ``query``, newest first."""
-    query = query.strip()
+    # Cleaned as stored messages are, so that pasted text with a lone surrogate finds them.
+    query = clean_text(query).strip()
     if not query:
         return []
     match = match_expression(query)

@@ -66,6 +66,7 @@ class ChatPane(QWidget):
         self.spawn = spawn
         self.bridge = EventBridge(bus, self)
         self.current: Conversation | None = None
+        self.started = False
         self._draft_timer = QTimer(self)
         self._draft_timer.setSingleShot(True)
         self._draft_timer.setInterval(DRAFT_SAVE_DELAY_MS)
@@ -178,6 +179,7 @@ class ChatPane(QWidget):
         else:
             await self._show(None)
         self.composer.setFocus()
+        self.started = True
 
     async def flush(self) -> None:
         """Save what is pending (the draft) before the app stops."""
