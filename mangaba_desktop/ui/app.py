@@ -9,6 +9,7 @@ window close, Quit and Ctrl+C (SIGINT/SIGTERM) alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import socket
 import sys
@@ -161,10 +162,8 @@ class Application:
 
     def _drain_signal_pipe(self) -> None:
         if self._signal_pipe is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._signal_pipe[0].recv(64)
-            except OSError:
-                pass
 
     def _remove_signal_handlers(self) -> None:
         signal.set_wakeup_fd(-1)

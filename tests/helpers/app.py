@@ -86,9 +86,9 @@ async def running_app(directory: Path, *, wait_ready: bool = True) -> AsyncItera
         gc.collect()
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
+async def until(predicate: Callable[[], Any], limit: float = 20.0) -> None:
     """Wait until ``predicate()`` is true, letting the loop run (start-up imports can hold the
     interpreter for a while, so fixed sleeps would be flaky)."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit):
         while not predicate():
             await asyncio.sleep(0.01)

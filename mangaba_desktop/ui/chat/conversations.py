@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+    Signal,
+)
 
 from ...core.store import Conversation
 
@@ -25,7 +32,13 @@ def when(timestamp: float) -> str:
 
 
 class ConversationListModel(QAbstractListModel):
-    """Conversations sorted by last activity; titles are editable in place."""
+    """Conversations sorted by last activity; titles are editable in place.
+
+    Signals:
+        rename_requested(int, str): the user edited a title in the list.
+    """
+
+    rename_requested = Signal(int, str)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -47,6 +60,16 @@ class ConversationListModel(QAbstractListModel):
         if role == ConversationRole:
             return conversation
         return None
+
+    def setData(self, index: Index, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:
+        if role != Qt.ItemDataRole.EditRole or not index.isValid():
+            return False
+        conversation = self.rows[index.row()]
+        title = str(value).strip()
+        if not title or title == conversation.title or conversation.id is None:
+            return False
+        self.rename_requested.emit(conversation.id, title)
+        return True
 
     def flags(self, index: Index) -> Qt.ItemFlag:
         return super().flags(index) | Qt.ItemFlag.ItemIsEditable

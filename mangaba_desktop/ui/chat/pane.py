@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,9 @@ class ChatPane(QWidget):
     def _connect(self) -> None:
         self.conversation_list.selectionModel().currentChanged.connect(self._on_current_changed)
         self.conversation_list.customContextMenuRequested.connect(self._on_conversation_menu)
-        self.conversations.dataChanged.connect(self._on_conversation_edited)
+        self.conversations.rename_requested.connect(
+            lambda conversation_id, title: self.spawn(self.store.rename(conversation_id, title))
+        )
         self.message_view.customContextMenuRequested.connect(self._on_message_menu)
         self.message_view.near_top.connect(
             lambda: self.spawn(preserve_position(self.message_view, self.messages.load_older))
@@ -199,10 +202,10 @@ class ChatPane(QWidget):
 
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         conversation = current.data(ConversationRole) if current.isValid() else None
-        if conversation is not None and self.current is not None:
-            if conversation.id == self.current.id:
-                self.current = conversation
-                return
+        same = conversation is not None and self.current is not None
+        if same and conversation.id == self.current.id:
+            self.current = conversation
+            return
         self.spawn(self._switch_to(conversation))
 
     async def _switch_to(
@@ -248,11 +251,6 @@ class ChatPane(QWidget):
         self.conversations.upsert(conversation)
         if self.current is not None and conversation.id == self.current.id:
             self.current = conversation
-
-    def _on_conversation_edited(
-        self, top_left: QModelIndex, _bottom: QModelIndex, roles: Any = ()
-    ) -> None:
-        pass
 
     def _on_conversation_menu(self, position: QPoint) -> None:
         index = self.conversation_list.indexAt(position)
@@ -315,7 +313,8 @@ class ChatPane(QWidget):
             await self._new_conversation()
             await asyncio.sleep(0)
         conversation = self.current
-        assert conversation is not None and conversation.id is not None
+        if conversation is None or conversation.id is None:
+            return None
         try:
             reply = await self.chat.send(conversation.id, text)
         except (InvalidMessage, RuntimeError) as exc:
@@ -456,10 +455,8 @@ class ChatPane(QWidget):
         if text == self.current.draft:
             return
         self.current = self.current.model_copy(update={"draft": text})
-        try:
+        with contextlib.suppress(LookupError):  # the conversation was deleted meanwhile
             await self.store.save_draft(self.current.id, text)
-        except LookupError:
-            pass  # the conversation was deleted meanwhile
 
     # -- search and export ---------------------------------------------------------------------
 
