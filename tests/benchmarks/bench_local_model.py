@@ -6,7 +6,7 @@ B (direct): ``llama_cpp.Llama`` on the same GGUF with the same ``n_ctx``/``n_thr
 ``LocalModel``, the same prompt rendered by the model's chat template, the same stop strings and
 ``max_tokens``, temperature 0 (greedy), streamed.
 
-After a warm-up of each, the runs alternate A B A B …; both decode greedily, so both produce the
+After a warm-up of each, the runs alternate A B B A A B …; both decode greedily, so both produce the
 same text and the same number of tokens, counted with the model's tokenizer.
 
     python tests/benchmarks/bench_local_model.py           # 3 runs each, 256 tokens
@@ -150,8 +150,13 @@ async def bench(runs: int, max_tokens: int) -> dict[str, Any]:
         app_runs: list[dict[str, Any]] = []
         direct_runs: list[dict[str, Any]] = []
         for n in range(runs):
-            app_runs.append(await app_run(completions, max_tokens))
-            direct_runs.append(await asyncio.to_thread(direct.run, prompt, stop, max_tokens))
+            # A B, then B A, …: neither side always runs first after the other.
+            if n % 2 == 0:
+                app_runs.append(await app_run(completions, max_tokens))
+                direct_runs.append(await asyncio.to_thread(direct.run, prompt, stop, max_tokens))
+            else:
+                direct_runs.append(await asyncio.to_thread(direct.run, prompt, stop, max_tokens))
+                app_runs.append(await app_run(completions, max_tokens))
             log(
                 f"round {n + 1}/{runs}: app {app_runs[-1]['seconds']:.2f}s, "
                 f"direct {direct_runs[-1]['seconds']:.2f}s"

@@ -383,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
             "build_seconds": meta["build_seconds"],
             "sqlite": sqlite3.sqlite_version,
             "os_page_cache": "warm (file read once before timing)",
+            "note": (
+                "search_messages treats the last word as a prefix (search as you type); LIKE "
+                "matches inside words too, so their hit lists differ a little"
+            ),
             "example_queries": {
                 kind: [q for k, q in queries if k == kind][:5]
                 for kind in ("rare_word", "common_word", "two_words", "prefix")
