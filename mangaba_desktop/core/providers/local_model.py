@@ -22,6 +22,10 @@ EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
+_FRAMING_TOKENS = 8
+"""A generous count of the tokens a chat template wraps around each message."""
+
+
 class LocalModelError(RuntimeError):
     """The local model cannot run; the message is written for the user."""
 
@@ -134,7 +138,15 @@ class LocalModel:
         budget = self.n_ctx - max_tokens
         system = [m for m in messages[:1] if m.get("role") == "system"]
         turns = list(messages[len(system) :])
+        # Tokenize each message once and drop by estimate first; re-rendering the whole prompt
+        # after every dropped turn made long chats wait tens of seconds for a first token.
+        costs = [self.count_tokens(str(m.get("content", ""))) + _FRAMING_TOKENS for m in turns]
+        estimate = sum(costs) + sum(self.count_tokens(str(m["content"])) for m in system)
         dropped = 0
+        while len(turns) > 1 and estimate > budget:
+            estimate -= costs.pop(0)
+            turns.pop(0)
+            dropped += 1
         while True:
             prompt, stop = self.render(system + turns)
             tokens = self.count_tokens(prompt)
