@@ -1,8 +1,13 @@
-"""Chat turns: store what the user wrote, stream the reply, keep it safe as it grows.
+"""Chat turns: the request pipeline every agent call goes through.
+
+validate → rate limit → retrieve context → build the prompt (persona, contexts, recent history
+within the model's window) → stream from the provider → post-process → store the turn → the
+reply with its metadata (request id, latency, tokens, contexts used).
 
 The user's message is on disk before any model is asked. The reply is a row from its first
 moment (status ``streaming``), saved at least once a second while it grows, and closed as
-``complete``, ``interrupted`` (Stop, or a crash noticed at the next start) or ``error``.
+``complete``, ``interrupted`` (Stop, or a crash noticed at the next start) or ``error``; the
+closing write, the turn's context and the contexts' use counts go in one transaction.
 """
 
 from __future__ import annotations
@@ -11,13 +16,23 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import events
+from sqlmodel import Session
+
+from . import commands, events, prompts
+from .context.compression import compress_session
+from .context.passages import MAX_CONTEXT_CHARS, digest, split_passages
+from .context.retrieval import RetrievedContext
+from .context.store import ContextStore, insert_context, touch_contexts
 from .events import EventBus
-from .store import ConversationStore, Message, MessageStatus, Role
-from .store.conversations import messages_as_prompt
+from .ratelimit import RateLimiter
+from .store import Agent, AgentStore, ConversationStore, Message, MessageStatus, Role
+from .store.conversations import _update_message
+from .store.models import Context, ContextType, Conversation
 from .validation import validate_message
 
 log = logging.getLogger(__name__)
@@ -37,12 +52,36 @@ class CompletionSource(Protocol):
     def stream(self, model: str, messages: list[dict[str, str]], **params: Any) -> Any: ...
 
 
+@dataclass
+class TurnPlan:
+    """What a reply is made from: the prompt and where its parts came from."""
+
+    request_id: str
+    agent: Agent | None
+    session_id: str | None
+    messages: list[dict[str, str]]
+    contexts: list[RetrievedContext]
+    question: Message
+    context_type: str = ContextType.CONVERSATION.value
+    dropped_history: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
 class ChatService:
     """Runs chat turns for conversations, one reply at a time per conversation.
 
     Events (on the bus): ``message.added``, ``message.delta`` (``message_id``,
     ``conversation_id``, ``delta``: the new piece of text), ``message.finished`` (the final
-    ``message``), ``ai.request.started``, ``ai.request.completed`` and ``error.occurred``.
+    ``message``), ``contexts.retrieved``, ``ai.request.started``, ``ai.request.completed`` and
+    ``error.occurred``.
+
+    Args:
+        store: the chat history.
+        completions: the models.
+        bus: the event bus.
+        agents: the agents (persona, model); without it replies have no persona.
+        contexts: the context store; without it nothing is remembered or retrieved.
+        rate_limiter: requests per agent; a generous default.
     """
 
     def __init__(
@@ -51,19 +90,29 @@ class ChatService:
         completions: CompletionSource,
         bus: EventBus,
         *,
+        agents: AgentStore | None = None,
+        contexts: ContextStore | None = None,
+        rate_limiter: RateLimiter | None = None,
         system_prompt: str | None = None,
         params: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.completions = completions
         self.bus = bus
+        self.agents = agents
+        self.contexts = contexts
+        self.rate_limiter = rate_limiter or RateLimiter()
         self.system_prompt = system_prompt
         self.params = params or {}
         self.model: str | None = None
-        """The model new replies use; the local model when unset."""
+        """The model new replies use when the agent names none; the local model when unset."""
+        self.compress_after: int | None = None
+        """Conversation contexts in a session before older ones are summarised; the default
+        when unset, never when 0."""
         self._replies: dict[int, asyncio.Task[Message]] = {}
         self._starting: set[int] = set()
         """Conversations whose turn is being set up (stored, not streaming yet)."""
+        self._upkeep: set[asyncio.Task[Any]] = set()
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -75,36 +124,66 @@ class ChatService:
 
     # -- turns ---------------------------------------------------------------------------------
 
-    async def send(self, conversation_id: int, text: str, model: str | None = None) -> Message:
+    async def send(
+        self,
+        conversation_id: int,
+        text: str,
+        model: str | None = None,
+        *,
+        use_context: bool = True,
+        params: dict[str, Any] | None = None,
+    ) -> Message:
         """Store the user's message and start the reply; returns the reply's row at once.
 
         Raises :class:`~mangaba_desktop.core.validation.InvalidMessage` for text that cannot be
-        sent, and ``RuntimeError`` while this conversation already has a reply streaming.
+        sent (an unknown or incomplete command included),
+        :class:`~mangaba_desktop.core.ratelimit.RateLimited` when the agent gets too many
+        requests, and ``RuntimeError`` while this conversation already has a reply streaming.
+        Nothing is stored when it raises.
         """
         text = validate_message(text)
+        command = commands.parse(text)
         with self._turn(conversation_id):
+            conversation = await self._conversation(conversation_id)
+            agent = await self._agent(conversation)
+            if agent is not None:
+                self.rate_limiter.acquire(agent.id, f"The agent “{agent.name}”")
             await self.store.add_message(conversation_id, Role.USER, text)
-            return await self._start_reply(conversation_id, model)
+            if command is not None and command.local:
+                return await self._answer_locally(conversation, agent, command)
+            return await self._start_reply(
+                conversation, agent, model, use_context=use_context, params=params
+            )
 
     async def regenerate(self, conversation_id: int, model: str | None = None) -> Message:
         """Replace the replies after the last user message with a new one."""
         with self._turn(conversation_id):
+            conversation = await self._conversation(conversation_id)
             history = await self.store.history(conversation_id)
             last_user = next((m for m in reversed(history) if m.role == Role.USER), None)
             if last_user is None or last_user.id is None:
                 raise LookupError("There is no message to answer in this conversation.")
             await self.store.delete_messages_from(conversation_id, last_user.id + 1)
-            return await self._start_reply(conversation_id, model)
+            agent = await self._agent(conversation)
+            command = commands.parse(last_user.content)
+            if command is not None and command.local:
+                return await self._answer_locally(conversation, agent, command)
+            return await self._start_reply(conversation, agent, model)
 
     async def edit_and_resend(
         self, conversation_id: int, message_id: int, text: str, model: str | None = None
     ) -> Message:
         """Replace a user message and everything after it with ``text`` and a new reply."""
         text = validate_message(text)
+        command = commands.parse(text)
         with self._turn(conversation_id):
+            conversation = await self._conversation(conversation_id)
             await self.store.delete_messages_from(conversation_id, message_id)
             await self.store.add_message(conversation_id, Role.USER, text)
-            return await self._start_reply(conversation_id, model)
+            agent = await self._agent(conversation)
+            if command is not None and command.local:
+                return await self._answer_locally(conversation, agent, command)
+            return await self._start_reply(conversation, agent, model)
 
     def stop(self, conversation_id: int) -> bool:
         """Stop the reply streaming in this conversation; what arrived so far is kept."""
@@ -121,12 +200,20 @@ class ChatService:
             return None
         return await asyncio.shield(task)
 
+    async def wait_upkeep(self) -> None:
+        """Wait for the background upkeep (eviction, compression) started by past turns."""
+        while self._upkeep:
+            await asyncio.gather(*list(self._upkeep), return_exceptions=True)
+
     async def shutdown(self) -> None:
         """Stop every reply and wait until each is stored as interrupted."""
         tasks = [t for t in self._replies.values() if not t.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for task in list(self._upkeep):
+            task.cancel()
+        await asyncio.gather(*self._upkeep, return_exceptions=True)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -142,17 +229,113 @@ class ChatService:
         finally:
             self._starting.discard(conversation_id)
 
-    async def _start_reply(self, conversation_id: int, model: str | None) -> Message:
-        model = model or self.model or self.completions.default_model
-        history = await self.store.history(conversation_id)
-        prompt = messages_as_prompt(history)
-        if self.system_prompt:
-            prompt.insert(0, {"role": "system", "content": self.system_prompt})
+    async def _conversation(self, conversation_id: int) -> Conversation:
+        conversation = await self.store.get(conversation_id)
+        if conversation is None:
+            raise LookupError("This conversation was deleted.")
+        return conversation
+
+    async def _agent(self, conversation: Conversation) -> Agent | None:
+        if self.agents is None:
+            return None
+        return await self.agents.resolve(conversation.agent_id)
+
+    async def _answer_locally(
+        self, conversation: Conversation, agent: Agent | None, command: commands.Command
+    ) -> Message:
+        """/help and /context: the app answers, no model is asked."""
+        if command.name == "context":
+            if self.contexts is None or agent is None:
+                text = "No context store is open."
+            else:
+                summary = await self.contexts.summary(agent.id, conversation.session_id)
+                text = f"What {agent.name} remembers here:\n\n{summary}"
+        else:
+            text = commands.help_text()
+        assert conversation.id is not None
         reply = await self.store.add_message(
-            conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING, model=model
+            conversation.id, Role.ASSISTANT, text, model=prompts.COMMAND_MODEL
         )
-        task = asyncio.ensure_future(self._stream_reply(reply, model, prompt))
-        self._replies[conversation_id] = task
+        self.bus.publish(events.MESSAGE_FINISHED, message=reply)
+        return reply
+
+    async def plan(
+        self,
+        conversation: Conversation,
+        agent: Agent | None,
+        model: str,
+        *,
+        use_context: bool = True,
+    ) -> TurnPlan:
+        """Retrieve the contexts and build the prompt for the conversation's last message."""
+        assert conversation.id is not None
+        history = await self.store.history(conversation.id)
+        question = next((m for m in reversed(history) if m.role == Role.USER), None)
+        if question is None:
+            raise LookupError("There is no message to answer in this conversation.")
+        command = commands.parse(question.content)
+        persona = "\n\n".join(
+            part for part in (self.system_prompt, agent.persona if agent else None) if part
+        )
+        budget = prompts.Budget.for_window(prompts.context_window(model), len(persona))
+        window = prompts.history_window(history, budget.history_chars)
+        found: list[RetrievedContext] = []
+        if use_context and self.contexts is not None and agent is not None:
+            query = command.retrieval_text() if command else commands.unescape(question.content)
+            found = await self.contexts.retrieve(
+                query,
+                agent.id,
+                conversation.session_id,
+                exclude_message_ids=[m.id for m in history if m.id is not None],
+                touch=False,
+            )
+        messages, used = prompts.build(persona, found, window, budget)
+        return TurnPlan(
+            request_id=uuid.uuid4().hex,
+            agent=agent,
+            session_id=conversation.session_id,
+            messages=messages,
+            contexts=used,
+            question=question,
+            context_type=command.context_type if command else ContextType.CONVERSATION.value,
+            dropped_history=len(history) - len(window),
+        )
+
+    async def _start_reply(
+        self,
+        conversation: Conversation,
+        agent: Agent | None,
+        model: str | None,
+        *,
+        use_context: bool = True,
+        params: dict[str, Any] | None = None,
+    ) -> Message:
+        assert conversation.id is not None
+        model = model or (agent.model if agent else None) or self.model
+        model = model or self.completions.default_model
+        plan = await self.plan(conversation, agent, model, use_context=use_context)
+        plan.params = {**self.params, **(params or {})}
+        used_ids = [c.context.id for c in plan.contexts if c.context.id is not None]
+        reply = await self.store.add_message(
+            conversation.id,
+            Role.ASSISTANT,
+            "",
+            status=MessageStatus.STREAMING,
+            model=model,
+            request_id=plan.request_id,
+            context_ids=used_ids,
+        )
+        self.bus.publish(
+            events.CONTEXTS_RETRIEVED,
+            request_id=plan.request_id,
+            conversation_id=conversation.id,
+            message_id=reply.id,
+            agent_id=agent.id if agent else None,
+            context_ids=used_ids,
+        )
+        task = asyncio.ensure_future(self._stream_reply(reply, model, plan))
+        self._replies[conversation.id] = task
+        conversation_id = conversation.id
         task.add_done_callback(lambda t: self._forget(conversation_id, t))
         return reply
 
@@ -160,9 +343,7 @@ class ChatService:
         if self._replies.get(conversation_id) is task:
             del self._replies[conversation_id]
 
-    async def _stream_reply(
-        self, reply: Message, model: str, prompt: list[dict[str, str]]
-    ) -> Message:
+    async def _stream_reply(self, reply: Message, model: str, plan: TurnPlan) -> Message:
         assert reply.id is not None
         started = time.monotonic()
         first_token_at: float | None = None
@@ -175,10 +356,12 @@ class ChatService:
             events.AI_REQUEST_STARTED,
             conversation_id=reply.conversation_id,
             message_id=reply.id,
+            request_id=plan.request_id,
+            agent_id=plan.agent.id if plan.agent else None,
             model=model,
         )
         try:
-            async for piece in self.completions.stream(model, prompt, **self.params):
+            async for piece in self.completions.stream(model, plan.messages, **plan.params):
                 if piece.usage:
                     usage = piece.usage
                 if not piece.text:
@@ -203,8 +386,11 @@ class ChatService:
             status = MessageStatus.ERROR
             error = _describe(exc)
         finished = time.monotonic()
+        content = "".join(parts)
+        if status == MessageStatus.COMPLETE:
+            content = post_process(content)
         fields: dict[str, Any] = {
-            "content": "".join(parts),
+            "content": content,
             "status": status,
             "error": error,
             "latency_ms": (finished - started) * 1000,
@@ -214,21 +400,122 @@ class ChatService:
             "prompt_tokens": usage.get("prompt_tokens"),
             "completion_tokens": usage.get("completion_tokens") or (len(parts) or None),
         }
+        remember = status == MessageStatus.COMPLETE and bool(content) and plan.agent is not None
         # The final write must happen even when this task was cancelled (Stop, shutdown).
-        stored = await asyncio.shield(self.store.update_message(reply.id, **fields))
+        stored = await asyncio.shield(
+            self.store.db.write(
+                lambda s: self._store_turn(s, reply.id or 0, fields, plan, remember)
+            )
+        )
         self.bus.publish(events.MESSAGE_FINISHED, message=stored)
         self.bus.publish(
             events.AI_REQUEST_COMPLETED,
             conversation_id=stored.conversation_id,
             message_id=stored.id,
+            request_id=plan.request_id,
+            agent_id=plan.agent.id if plan.agent else None,
             model=model,
             status=status,
             latency_ms=stored.latency_ms,
+            time_to_first_token_ms=stored.time_to_first_token_ms,
+            prompt_tokens=stored.prompt_tokens,
+            completion_tokens=stored.completion_tokens,
             tokens_per_second=stored.tokens_per_second,
+            context_ids=stored.used_context_ids,
         )
         if error:
             self.bus.publish(events.ERROR_OCCURRED, source="chat", message=error)
+        if remember and self.contexts is not None and plan.agent is not None:
+            self.contexts.notify_changed(agent_id=plan.agent.id, session_id=plan.session_id)
+            self._spawn_upkeep(plan.agent.id, plan.session_id, model)
         return stored
+
+    def _store_turn(
+        self,
+        session: Session,
+        reply_id: int,
+        fields: dict[str, Any],
+        plan: TurnPlan,
+        remember: bool,
+    ) -> Message:
+        """One transaction: the reply's final state, the turn as a context, the contexts'
+        use counts."""
+        stored = _update_message(session, reply_id, **fields)
+        if remember and plan.agent is not None:
+            now = time.time()
+            question = commands.unescape(plan.question.content)
+            turn = f"User: {question}\nAssistant: {fields['content']}"
+            pieces = [turn] if len(turn) <= MAX_CONTEXT_CHARS else split_passages(turn)
+            for piece in pieces:
+                insert_context(
+                    session,
+                    Context(
+                        agent_id=plan.agent.id,
+                        session_id=plan.session_id,
+                        content=piece,
+                        context_type=plan.context_type,
+                        created_at=now,
+                        source_message_id=reply_id,
+                        digest=digest(plan.context_type, piece),
+                    ),
+                )
+            used = [c.context.id for c in plan.contexts if c.context.id is not None]
+            if used:
+                touch_contexts(session, used, now)
+        return stored
+
+    def _spawn_upkeep(self, agent_id: str, session_id: str | None, model: str) -> None:
+        task = asyncio.ensure_future(self._upkeep_after_turn(agent_id, session_id, model))
+        self._upkeep.add(task)
+        task.add_done_callback(self._upkeep.discard)
+
+    async def _upkeep_after_turn(self, agent_id: str, session_id: str | None, model: str) -> None:
+        assert self.contexts is not None
+        try:
+            await self.contexts.evict(agent_id)
+            threshold = self.compress_after
+            if session_id is not None and threshold != 0:
+                memory = await compress_session(
+                    self.contexts,
+                    agent_id,
+                    session_id,
+                    lambda transcript: self.complete(model, summary_request(transcript)),
+                    **({"threshold": threshold} if threshold else {}),
+                )
+                if memory is not None:
+                    self.bus.publish(
+                        events.CONTEXTS_COMPRESSED,
+                        agent_id=agent_id,
+                        session_id=session_id,
+                        memory_id=memory.id,
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("context upkeep for %s failed: %s", agent_id, exc)
+
+    async def complete(self, model: str, messages: list[dict[str, str]]) -> str:
+        """A whole reply at once, for the app's own requests (summaries)."""
+        parts = [p.text async for p in self.completions.stream(model, messages, **self.params)]
+        return post_process("".join(parts))
+
+
+def summary_request(transcript: str) -> list[dict[str, str]]:
+    from .context.compression import SUMMARY_INSTRUCTION
+
+    return [
+        {"role": "system", "content": SUMMARY_INSTRUCTION},
+        {"role": "user", "content": transcript},
+    ]
+
+
+def post_process(text: str) -> str:
+    """The reply as stored: without the blank lines and the role label some models add."""
+    text = text.strip()
+    for label in ("Assistant:", "assistant:"):
+        if text.startswith(label):
+            text = text[len(label) :].lstrip()
+    return text
 
 
 def _describe(exc: Exception) -> str:

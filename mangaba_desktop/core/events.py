@@ -27,6 +27,11 @@ AI_REQUEST_STARTED = "ai.request.started"
 AI_REQUEST_COMPLETED = "ai.request.completed"
 ERROR_OCCURRED = "error.occurred"
 PROVIDER_STATUS = "provider.status"
+# Published by the agent core and the context store.
+AGENTS_CHANGED = "agents.changed"
+CONTEXTS_CHANGED = "contexts.changed"
+CONTEXTS_RETRIEVED = "contexts.retrieved"
+CONTEXTS_COMPRESSED = "contexts.compressed"
 
 
 class EventBus:

@@ -1,17 +1,34 @@
-"""The chat history on one SQLite file (sqlmodel), with migrations and full-text search."""
+"""The app's data on one SQLite file (sqlmodel), with migrations and full-text search."""
 
+from .agents import AgentStore, InvalidAgent
 from .conversations import ConversationStore
 from .database import Database, DatabaseOpenError, OpenFailure, list_backups, restore_backup
-from .models import Conversation, Message, MessageStatus, Role, SearchHit
+from .models import (
+    Agent,
+    Context,
+    ContextType,
+    Conversation,
+    Message,
+    MessageStatus,
+    Priority,
+    Role,
+    SearchHit,
+)
 
 __all__ = [
+    "Agent",
+    "AgentStore",
+    "Context",
+    "ContextType",
     "Conversation",
     "ConversationStore",
     "Database",
     "DatabaseOpenError",
+    "InvalidAgent",
     "Message",
     "MessageStatus",
     "OpenFailure",
+    "Priority",
     "Role",
     "SearchHit",
     "list_backups",

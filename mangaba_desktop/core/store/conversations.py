@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 import unicodedata
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +16,7 @@ from .. import events
 from ..events import EventBus
 from ..validation import clean_text
 from .database import Database
-from .models import Conversation, Message, MessageStatus, Role, SearchHit
+from .models import Agent, Context, Conversation, Message, MessageStatus, Role, SearchHit
 from .search import search_messages
 
 DEFAULT_TITLE = "New chat"
@@ -40,10 +42,31 @@ class ConversationStore:
 
     # -- conversations -----------------------------------------------------------------------
 
-    async def create(self, title: str = DEFAULT_TITLE, model: str | None = None) -> Conversation:
+    async def create(
+        self,
+        title: str = DEFAULT_TITLE,
+        model: str | None = None,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+    ) -> Conversation:
+        """A new conversation (its own context session) answered by ``agent_id``, or by the
+        default agent."""
+
         def job(session: Session) -> Conversation:
             now = time.time()
-            conversation = Conversation(title=title, created_at=now, updated_at=now, model=model)
+            agent = (
+                agent_id
+                or session.exec(select(Agent.id).order_by(col(Agent.created_at)).limit(1)).first()
+            )
+            conversation = Conversation(
+                title=title,
+                created_at=now,
+                updated_at=now,
+                model=model,
+                agent_id=agent,
+                session_id=session_id or uuid.uuid4().hex,
+            )
             session.add(conversation)
             session.flush()
             return conversation
@@ -54,6 +77,21 @@ class ConversationStore:
 
     async def get(self, conversation_id: int) -> Conversation | None:
         return await self.db.read(lambda s: s.get(Conversation, conversation_id))
+
+    async def by_session(self, session_id: str) -> Conversation | None:
+        return await self.db.read(
+            lambda s: s.exec(
+                select(Conversation).where(Conversation.session_id == session_id)
+            ).first()
+        )
+
+    async def set_agent(self, conversation_id: int, agent_id: str) -> Conversation:
+        """Hand the conversation to another agent; it answers from the next message on."""
+        conversation = await self.db.write(
+            lambda s: _update_conversation(s, conversation_id, agent_id=agent_id)
+        )
+        self.bus.publish(events.CONVERSATION_UPDATED, conversation=conversation)
+        return conversation
 
     async def list(self) -> list[Conversation]:
         """Every conversation, most recently active first."""
@@ -78,7 +116,14 @@ class ConversationStore:
         await self.db.write(lambda s: _update_conversation(s, conversation_id, draft=draft))
 
     async def delete(self, conversation_id: int) -> None:
+        """Delete the conversation, its messages and what its session remembered."""
+
         def job(session: Session) -> None:
+            conversation = session.get(Conversation, conversation_id)
+            if conversation is not None and conversation.session_id:
+                session.exec(
+                    delete(Context).where(col(Context.session_id) == conversation.session_id)
+                )
             session.exec(delete(Conversation).where(col(Conversation.id) == conversation_id))
 
         await self.db.write(job)
@@ -94,6 +139,8 @@ class ConversationStore:
         *,
         status: MessageStatus = MessageStatus.COMPLETE,
         model: str | None = None,
+        request_id: str | None = None,
+        context_ids: list[int] | None = None,
     ) -> Message:
         """Store a message and mark the conversation active; the first user message names a
         conversation that still has the default title."""
@@ -111,6 +158,8 @@ class ConversationStore:
                 created_at=now,
                 status=status,
                 model=model,
+                request_id=request_id,
+                context_ids=json.dumps(context_ids) if context_ids is not None else None,
             )
             session.add(message)
             changes: dict[str, Any] = {"updated_at": now}
@@ -149,6 +198,8 @@ class ConversationStore:
                 ).all()
             )
             session.exec(delete(Message).where(col(Message.id).in_(ids)))
+            # What these turns left in the context store goes with them.
+            session.exec(delete(Context).where(col(Context.source_message_id).in_(ids)))
             return [i for i in ids if i is not None]
 
         removed = await self.db.write(job)

@@ -75,9 +75,110 @@ _FULL_TEXT_SEARCH = """
 """
 
 
+# Agents, and the context store (the seed's "Context Storage Schema", plus expiry, a parent link
+# for compressed memories, an archive flag for their sources and a digest that stops duplicates).
+#
+# The full-text index reads its text through a view that adds a ``scope`` column of tokens: one for
+# the agent (``a<hex>``) and one for where the context applies: this agent in this session
+# (``s<hex>``) or this agent everywhere (``g<hex>``). A retrieval scoped to an agent and a session
+# is then answered inside the index instead of ranking every match in the store. Archived
+# contexts get their tokens prefixed with ``x``: kept and browsable, never retrieved for a prompt.
+def _scope(row: str) -> str:
+    archived = f"(CASE WHEN {row}.archived THEN 'x' ELSE '' END)"
+    return (
+        f"{archived} || 'a' || lower(hex({row}.agent_id)) || ' ' || {archived} || "
+        f"(CASE WHEN {row}.session_id IS NULL THEN 'g' || lower(hex({row}.agent_id)) "
+        f"ELSE 's' || lower(hex({row}.agent_id || '/' || {row}.session_id)) END)"
+    )
+
+
+_AGENTS_AND_CONTEXTS = """
+        CREATE TABLE agents (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            persona TEXT NOT NULL DEFAULT '',
+            model TEXT,
+            tags TEXT NOT NULL DEFAULT '[]',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        INSERT INTO agents (id, name, persona, created_at, updated_at)
+            VALUES ('mangaba_' || lower(hex(randomblob(4))), 'Mangaba',
+                    'You are Mangaba, a helpful assistant. Answer clearly and briefly.',
+                    (julianday('now') - 2440587.5) * 86400.0,
+                    (julianday('now') - 2440587.5) * 86400.0);
+
+        ALTER TABLE conversations ADD COLUMN agent_id TEXT
+            REFERENCES agents(id) ON DELETE SET NULL;
+        ALTER TABLE conversations ADD COLUMN session_id TEXT;
+        UPDATE conversations SET agent_id = (SELECT id FROM agents LIMIT 1),
+                                 session_id = lower(hex(randomblob(16)));
+        CREATE UNIQUE INDEX ix_conversations_session ON conversations(session_id);
+        CREATE INDEX ix_conversations_agent ON conversations(agent_id);
+
+        ALTER TABLE messages ADD COLUMN request_id TEXT;
+        ALTER TABLE messages ADD COLUMN context_ids TEXT;
+
+        CREATE TABLE contexts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            session_id TEXT,
+            content TEXT NOT NULL,
+            context_type TEXT NOT NULL CHECK (context_type IN
+                ('conversation', 'task', 'knowledge', 'memory', 'system', 'user_profile')),
+            priority INTEGER NOT NULL DEFAULT 1 CHECK (priority BETWEEN 1 AND 4),
+            tags TEXT NOT NULL DEFAULT '[]',
+            created_at REAL NOT NULL,
+            last_accessed REAL,
+            access_count INTEGER NOT NULL DEFAULT 0,
+            embeddings BLOB,
+            expires_at REAL,
+            parent_id INTEGER REFERENCES contexts(id) ON DELETE SET NULL,
+            archived INTEGER NOT NULL DEFAULT 0,
+            source_message_id INTEGER,
+            digest TEXT NOT NULL
+        );
+        CREATE INDEX idx_agent_session ON contexts(agent_id, session_id);
+        CREATE INDEX idx_priority ON contexts(priority DESC);
+        CREATE INDEX idx_type ON contexts(context_type);
+        CREATE INDEX ix_contexts_last_accessed ON contexts(last_accessed);
+        CREATE INDEX ix_contexts_access_count ON contexts(access_count);
+        CREATE INDEX ix_contexts_digest ON contexts(agent_id, digest);
+        CREATE INDEX ix_contexts_expires ON contexts(expires_at) WHERE expires_at IS NOT NULL;
+        CREATE INDEX ix_contexts_parent ON contexts(parent_id) WHERE parent_id IS NOT NULL;
+        CREATE INDEX ix_contexts_source ON contexts(source_message_id)
+            WHERE source_message_id IS NOT NULL;
+
+        CREATE VIEW contexts_indexed AS
+            SELECT id, content, tags, {scope_contexts} AS scope FROM contexts;
+        CREATE VIRTUAL TABLE contexts_fts USING fts5(
+            content, tags, scope,
+            content='contexts_indexed',
+            content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER contexts_fts_insert AFTER INSERT ON contexts BEGIN
+            INSERT INTO contexts_fts(rowid, content, tags, scope)
+                VALUES (new.id, new.content, new.tags, {scope_new});
+        END;
+        CREATE TRIGGER contexts_fts_delete AFTER DELETE ON contexts BEGIN
+            INSERT INTO contexts_fts(contexts_fts, rowid, content, tags, scope)
+                VALUES ('delete', old.id, old.content, old.tags, {scope_old});
+        END;
+        CREATE TRIGGER contexts_fts_update
+            AFTER UPDATE OF content, tags, agent_id, session_id, archived ON contexts BEGIN
+            INSERT INTO contexts_fts(contexts_fts, rowid, content, tags, scope)
+                VALUES ('delete', old.id, old.content, old.tags, {scope_old});
+            INSERT INTO contexts_fts(rowid, content, tags, scope)
+                VALUES (new.id, new.content, new.tags, {scope_new});
+        END;
+""".format(scope_contexts=_scope("contexts"), scope_new=_scope("new"), scope_old=_scope("old"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "conversations and messages", _CONVERSATIONS_AND_MESSAGES),
     Migration(2, "full-text search over messages", _FULL_TEXT_SEARCH),
+    Migration(3, "agents and the context store", _AGENTS_AND_CONTEXTS),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

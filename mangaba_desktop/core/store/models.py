@@ -6,7 +6,8 @@ queries, and a test checks that both agree column for column.
 
 from __future__ import annotations
 
-from enum import StrEnum
+import json
+from enum import IntEnum, StrEnum
 
 from sqlmodel import Field, SQLModel
 
@@ -36,6 +37,10 @@ class Conversation(SQLModel, table=True):
     model: str | None = None
     draft: str = ""
     """What the user typed and has not sent yet, so that a crash loses none of it."""
+    agent_id: str | None = Field(default=None, foreign_key="agents.id", ondelete="SET NULL")
+    """The agent that answers here; the default agent when unset."""
+    session_id: str | None = Field(default=None, unique=True)
+    """The context store's session for this conversation."""
 
 
 class Message(SQLModel, table=True):
@@ -53,6 +58,13 @@ class Message(SQLModel, table=True):
     latency_ms: float | None = None
     time_to_first_token_ms: float | None = None
     error: str | None = None
+    request_id: str | None = None
+    context_ids: str | None = None
+    """JSON list of the ids of the contexts the reply was given (why it said what it said)."""
+
+    @property
+    def used_context_ids(self) -> list[int]:
+        return list(json.loads(self.context_ids)) if self.context_ids else []
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -74,3 +86,70 @@ class SearchHit(SQLModel):
     role: str
     snippet: str
     created_at: float
+
+
+class Agent(SQLModel, table=True):
+    """An agent the user talks to: a persona (system prompt) on a model, with tags."""
+
+    __tablename__ = "agents"
+
+    id: str = Field(primary_key=True)
+    name: str
+    persona: str = ""
+    model: str | None = None
+    """The model it answers with; the app's current model when unset."""
+    tags: str = "[]"
+    created_at: float
+    updated_at: float
+
+    @property
+    def tag_list(self) -> list[str]:
+        return list(json.loads(self.tags or "[]"))
+
+
+class ContextType(StrEnum):
+    CONVERSATION = "conversation"
+    TASK = "task"
+    KNOWLEDGE = "knowledge"
+    MEMORY = "memory"
+    SYSTEM = "system"
+    USER_PROFILE = "user_profile"
+
+
+class Priority(IntEnum):
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+class Context(SQLModel, table=True):
+    """Something an agent remembers (the seed's ``contexts`` table)."""
+
+    __tablename__ = "contexts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: str = Field(foreign_key="agents.id", ondelete="CASCADE")
+    session_id: str | None = None
+    """The session it belongs to; ``None`` for what the agent knows in every session."""
+    content: str
+    context_type: str
+    priority: int = Priority.LOW
+    tags: str = "[]"
+    created_at: float
+    last_accessed: float | None = None
+    access_count: int = 0
+    embeddings: bytes | None = None
+    expires_at: float | None = None
+    parent_id: int | None = Field(default=None, foreign_key="contexts.id", ondelete="SET NULL")
+    """For a compressed source: the memory that summarises it."""
+    archived: bool = False
+    """Kept for the record (a compressed source), never put into a prompt."""
+    source_message_id: int | None = None
+    """The chat message this context was made from, if any."""
+    digest: str
+    """Hash of type and content, which keeps the same context from being stored twice."""
+
+    @property
+    def tag_list(self) -> list[str]:
+        return list(json.loads(self.tags or "[]"))

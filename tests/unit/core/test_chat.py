@@ -249,7 +249,7 @@ async def test_two_quick_sends_start_only_one_reply(store, bus):
     assert sorted(type(r).__name__ for r in results) == ["Message", "RuntimeError"]
     assert [(m.role, m.content) for m in await store.page(conversation.id)] == [
         ("user", "once"),
-        ("assistant", "w0 w1 w2 "),
+        ("assistant", "w0 w1 w2"),
     ]
     assert len(source.requests) == 1
 
@@ -369,4 +369,4 @@ async def test_a_growing_reply_is_on_disk_before_it_ends(store, bus, db_path):
     assert source.full_text.startswith(content)
     assert 0 < len(content) < len(source.full_text)
     done = await chat.wait(conversation.id)
-    assert (done.status, done.content) == (MessageStatus.COMPLETE, source.full_text)
+    assert (done.status, done.content) == (MessageStatus.COMPLETE, source.full_text.strip())

@@ -75,7 +75,7 @@ async def test_version_1_file_is_migrated_after_a_backup_and_its_messages_are_se
 
     db, store = open_store(db_path)
     try:
-        assert [m.version for m in db.applied_migrations] == [2]
+        assert [m.version for m in db.applied_migrations] == [2, 3]
         assert schema_version(db_path) == migrations.LATEST_VERSION
         hits = await store.search("oceanario")  # diacritics folded: Oceanário
         conversations = await store.list()
@@ -84,6 +84,9 @@ async def test_version_1_file_is_migrated_after_a_backup_and_its_messages_are_se
 
     assert [(h.conversation_title, h.role) for h in hits] == [("Old trip", "assistant")]
     assert [c.title for c in conversations] == ["Old trip"]
+    # The old conversation is answered by the default agent, in a session of its own.
+    assert conversations[0].agent_id == query_file(db_path, "SELECT id FROM agents")[0][0]
+    assert len(conversations[0].session_id or "") == 32
     backups = list_backups(db_path)
     assert len(backups) == 1
     assert backups[0].parent == backup_dir(db_path)

@@ -1,0 +1,174 @@
+"""Slash commands typed in the chat, and the prompts of the agent's tasks.
+
+A message is stored as the user typed it (``/translate english Olá``); the prompt the model
+sees is built from it each time, so regenerating or editing a command works like any message.
+``//text`` sends ``/text`` as plain text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .store.models import ContextType
+from .validation import InvalidMessage
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    usage: str
+    summary: str
+    arguments: tuple[str, ...] = ()
+    local: bool = False
+    """Answered by the app itself, without a model."""
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    spec.name: spec
+    for spec in (
+        CommandSpec("analyze", "/analyze <text>", "analyse a text"),
+        CommandSpec("translate", "/translate <language> <text>", "translate a text", ("language",)),
+        CommandSpec(
+            "summarize", "/summarize [sentences] <text>", "summarise a text in a few sentences"
+        ),
+        CommandSpec("review", "/review <language> <code>", "review code", ("language",)),
+        CommandSpec("explain", "/explain <language> <code>", "explain code", ("language",)),
+        CommandSpec("context", "/context", "what this agent remembers here", local=True),
+        CommandSpec("help", "/help", "list the commands", local=True),
+    )
+}
+
+DEFAULT_ANALYSIS = "Analise este texto"
+DEFAULT_SENTENCES = 3
+MAX_SENTENCES = 50
+
+_COMMAND = re.compile(r"^/([A-Za-z]+)(?=\s|$)")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    arguments: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+
+    @property
+    def spec(self) -> CommandSpec:
+        return COMMANDS[self.name]
+
+    @property
+    def local(self) -> bool:
+        return self.spec.local
+
+    @property
+    def context_type(self) -> str:
+        return ContextType.TASK.value
+
+    def prompt(self) -> str:
+        """What the model is asked."""
+        body = self.body
+        language = self.arguments.get("language", "")
+        if self.name == "analyze":
+            return f"{self.arguments.get('instruction') or DEFAULT_ANALYSIS}:\n\n{body}"
+        if self.name == "translate":
+            return (
+                f"Translate the following text into {language}. Reply with the translation "
+                f"only.\n\n{body}"
+            )
+        if self.name == "summarize":
+            sentences = self.arguments.get("sentences", str(DEFAULT_SENTENCES))
+            return f"Summarise the following text in at most {sentences} sentences.\n\n{body}"
+        if self.name == "review":
+            return (
+                f"Review this {language} code. List bugs, risks and improvements, the most "
+                f"important first, and quote the lines you mean.\n\n```{language}\n{body}\n```"
+            )
+        if self.name == "explain":
+            return (
+                f"Explain what this {language} code does, step by step, for a programmer who "
+                f"has not seen it before.\n\n```{language}\n{body}\n```"
+            )
+        return body
+
+    def retrieval_text(self) -> str:
+        """What to look up in the context store for this task."""
+        return self.body
+
+
+def _take_argument(rest: str) -> tuple[str, str]:
+    """The first argument of ``rest`` (a word, or a quoted phrase) and what follows it."""
+    rest = rest.lstrip()
+    if rest[:1] in {'"', "“"}:
+        closing = '"' if rest[0] == '"' else "”"
+        end = rest.find(closing, 1)
+        if end > 0:
+            return rest[1:end].strip(), rest[end + 1 :]
+    match = re.match(r"(\S+)", rest)
+    if not match:
+        return "", rest
+    return match.group(1), rest[match.end() :]
+
+
+def parse(text: str) -> Command | None:
+    """The command in ``text``, ``None`` for plain text.
+
+    Raises :class:`InvalidMessage` for an unknown command or a command missing what it needs,
+    with its usage.
+    """
+    if text.startswith("//") or not text.startswith("/"):
+        return None
+    match = _COMMAND.match(text)
+    if match is None:
+        return None  # "/usr/bin …", "/ 2": not a command
+    name = match.group(1).lower()
+    spec = COMMANDS.get(name)
+    if spec is None:
+        raise InvalidMessage(
+            f"There is no command /{name}. Type /help for the list; start with “//” to send "
+            "text that begins with “/”."
+        )
+    rest = text[match.end() :]
+    arguments: dict[str, str] = {}
+    for argument in spec.arguments:
+        value, rest = _take_argument(rest)
+        if not value:
+            raise InvalidMessage(f"Usage: {spec.usage}")
+        arguments[argument] = value
+    if name == "summarize":
+        value, after = _take_argument(rest)
+        if value.isdigit():
+            arguments["sentences"] = str(max(1, min(MAX_SENTENCES, int(value))))
+            rest = after
+    body = rest.strip("\n").strip() if name not in {"review", "explain"} else rest.strip("\n ")
+    if not spec.local and not body.strip():
+        raise InvalidMessage(f"Usage: {spec.usage}")
+    return Command(name, arguments, body)
+
+
+def unescape(text: str) -> str:
+    """Plain text as the model should see it (``//x`` becomes ``/x``)."""
+    return text[1:] if text.startswith("//") else text
+
+
+def as_typed(name: str, body: str, **arguments: str) -> str:
+    """The message a user would type for a task (how the agent API stores its calls)."""
+    parts = [f"/{name}"]
+    for value in arguments.values():
+        parts.append(f'"{value}"' if re.search(r"\s", value) or not value else value)
+    head = " ".join(parts)
+    return f"{head}\n{body}"
+
+
+def completions_for(prefix: str) -> list[CommandSpec]:
+    """Commands whose name starts with what follows ``/`` in ``prefix``."""
+    if not prefix.startswith("/") or " " in prefix:
+        return []
+    wanted = prefix[1:].lower()
+    return [spec for name, spec in COMMANDS.items() if name.startswith(wanted)]
+
+
+def help_text() -> str:
+    lines = ["Commands:"]
+    lines += [f"  {spec.usage} — {spec.summary}" for spec in COMMANDS.values()]
+    lines.append("Start a message with // to send text that begins with /.")
+    return "\n".join(lines)
