@@ -286,7 +286,8 @@ class ChatService:
                 query,
                 agent.id,
                 conversation.session_id,
-                exclude_message_ids=[m.id for m in history if m.id is not None],
+                # Turns still in the recent history are in the prompt already.
+                exclude_message_ids=[m.id for m in window if m.id is not None],
                 touch=False,
             )
         messages, used = prompts.build(persona, found, window, budget)

@@ -139,7 +139,14 @@ def parse(text: str) -> Command | None:
         if value.isdigit():
             arguments["sentences"] = str(max(1, min(MAX_SENTENCES, int(value))))
             rest = after
-    body = rest.strip("\n").strip() if name not in {"review", "explain"} else rest.strip("\n ")
+    if name == "analyze":
+        first, newline, after = rest.partition("\n")
+        if newline and first.strip().endswith(":") and after.strip():
+            arguments["instruction"] = first.strip()[:-1].strip()
+            rest = "\n" + after
+    # Code keeps its indentation: the body starts after the command's line when it breaks there.
+    body = rest[1:] if rest.startswith("\n") else rest.lstrip(" \t")
+    body = body.rstrip() if name in {"review", "explain"} else body.strip()
     if not spec.local and not body.strip():
         raise InvalidMessage(f"Usage: {spec.usage}")
     return Command(name, arguments, body)
@@ -152,6 +159,9 @@ def unescape(text: str) -> str:
 
 def as_typed(name: str, body: str, **arguments: str) -> str:
     """The message a user would type for a task (how the agent API stores its calls)."""
+    if name == "analyze":
+        instruction = arguments.get("instruction", DEFAULT_ANALYSIS).replace("\n", " ")
+        return f"/analyze {instruction.rstrip(':')}:\n{body}"
     parts = [f"/{name}"]
     for value in arguments.values():
         parts.append(f'"{value}"' if re.search(r"\s", value) or not value else value)

@@ -48,6 +48,7 @@ class Completions:
         self._local_model_path = local_model_path
         self._litellm: Any = None
         self._local: Any = None
+        self._import: asyncio.Future[None] | None = None
         self._ready: asyncio.Future[None] | None = None
 
     @property
@@ -63,14 +64,21 @@ class Completions:
 
         Safe to call many times; later calls wait for the first one.
         """
+        await self._imported()
         if self._ready is None:
-            self._ready = asyncio.ensure_future(self._start())
+            self._ready = asyncio.ensure_future(asyncio.wrap_future(self._local.preload()))
         await asyncio.shield(self._ready)
 
-    async def _start(self) -> None:
+    async def _imported(self) -> None:
+        """Wait until litellm is imported and the local provider registered (the model itself
+        loads on the provider's worker, before its first generation)."""
+        if self._import is None:
+            self._import = asyncio.ensure_future(self._import_litellm())
+        await asyncio.shield(self._import)
+
+    async def _import_litellm(self) -> None:
         path = self._local_model_path or await asyncio.to_thread(embedded_model_path)
         self._litellm = await asyncio.to_thread(self._register, LocalModel(path))
-        await asyncio.wrap_future(self._local.preload())
 
     def _register(self, model: LocalModel) -> Any:
         litellm = import_litellm()
@@ -98,7 +106,7 @@ class Completions:
         **params: Any,
     ) -> AsyncIterator[StreamPiece]:
         """Yield the reply's pieces. Cancelling the consuming task stops the generation."""
-        await self.start()
+        await self._imported()
         try:
             response = await self._litellm.acompletion(
                 model=model,
@@ -132,8 +140,9 @@ class Completions:
                 await closer()
 
     async def close(self) -> None:
-        if self._ready is not None and not self._ready.done():
-            self._ready.cancel()
+        for pending in (self._import, self._ready):
+            if pending is not None and not pending.done():
+                pending.cancel()
         if self._local is not None:
             await asyncio.to_thread(self._local.shutdown)
 

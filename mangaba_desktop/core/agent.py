@@ -1,0 +1,337 @@
+"""The Mangaba agent API, on the app's own core: every call goes through the one request
+pipeline (:class:`~mangaba_desktop.core.chat.ChatService`) and is kept in the history.
+
+    agent = MangabaAgent(agent_name="Ana")
+    print(await agent.chat("Meu nome é João"))
+    async for piece in agent.translate("Bom dia", "english"):
+        print(piece, end="")
+    reply = await agent.chat("Qual é o meu nome?")
+    reply.context_ids  # the contexts it was given
+
+An agent talks in one session (a conversation in the app) until :meth:`MangabaAgent.new_session`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from . import commands, events
+from .chat import ChatService
+from .context.store import ContextStore
+from .events import EventBus
+from .providers.completions import Completions
+from .store import AgentStore, ConversationStore, Database, Message, MessageStatus
+from .store.agents import new_agent_id
+from .store.models import Agent
+
+
+class Runtime:
+    """The core services on one data folder: database, stores, models and the pipeline.
+
+    Args:
+        database: the open database.
+        completions: the models (started lazily on first use).
+        bus: the event bus; a new one by default.
+    """
+
+    _shared: ClassVar[Runtime | None] = None
+
+    def __init__(self, database: Database, completions: Any, bus: EventBus | None = None) -> None:
+        self.database = database
+        self.bus = bus or EventBus()
+        self.completions = completions
+        self.conversations = ConversationStore(database, self.bus)
+        self.agents = AgentStore(database, self.bus)
+        self.contexts = ContextStore(database, self.bus)
+        self.chat = ChatService(
+            self.conversations,
+            completions,
+            self.bus,
+            agents=self.agents,
+            contexts=self.contexts,
+        )
+
+    @classmethod
+    async def open(cls, directory: Path | None = None, completions: Any = None) -> Runtime:
+        """Open (creating and migrating if needed) the database in ``directory`` (the user's
+        data folder by default)."""
+        from .paths import data_dir, database_path
+
+        folder = data_dir(directory)
+        database = await asyncio.to_thread(Database, database_path(folder))
+        return cls(database, completions or Completions())
+
+    @classmethod
+    async def shared(cls) -> Runtime:
+        """The runtime agents created without one use: the user's data folder."""
+        if cls._shared is None:
+            cls._shared = await cls.open()
+        return cls._shared
+
+    async def close(self) -> None:
+        await self.chat.shutdown()
+        closer = getattr(self.completions, "close", None)
+        if closer is not None:
+            await closer()
+        await asyncio.to_thread(self.database.close)
+        if Runtime._shared is self:
+            Runtime._shared = None
+
+
+class ReplyFailed(RuntimeError):
+    """The model could not answer; ``message`` is the stored reply with its error."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(message.error or "The reply failed.")
+        self.message = message
+
+
+@dataclass
+class Reply:
+    """A finished reply and where it came from; ``str(reply)`` is its text."""
+
+    text: str
+    request_id: str | None
+    message_id: int
+    conversation_id: int
+    agent_id: str
+    model: str | None
+    latency_ms: float | None
+    time_to_first_token_ms: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    context_ids: list[int] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def of(cls, message: Message, agent_id: str) -> Reply:
+        assert message.id is not None
+        return cls(
+            text=message.content,
+            request_id=message.request_id,
+            message_id=message.id,
+            conversation_id=message.conversation_id,
+            agent_id=agent_id,
+            model=message.model,
+            latency_ms=message.latency_ms,
+            time_to_first_token_ms=message.time_to_first_token_ms,
+            prompt_tokens=message.prompt_tokens,
+            completion_tokens=message.completion_tokens,
+            context_ids=message.used_context_ids,
+        )
+
+
+_END = object()
+
+
+class ReplyStream:
+    """A reply being written: ``async for`` its text as it streams, or ``await`` it for the
+    whole :class:`Reply`. It starts at once; awaiting it after iterating returns the same reply.
+    """
+
+    def __init__(self, run: Callable[[ReplyStream], Awaitable[Reply]]) -> None:
+        self._pieces: asyncio.Queue[Any] = asyncio.Queue()
+        self._task = asyncio.ensure_future(run(self))
+        self._task.add_done_callback(lambda _t: self._pieces.put_nowait(_END))
+
+    def _piece(self, text: str) -> None:
+        self._pieces.put_nowait(text)
+
+    def __await__(self) -> Generator[Any, None, Reply]:
+        return self._task.__await__()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while True:
+            piece = await self._pieces.get()
+            if piece is _END:
+                break
+            yield piece
+        await self._task  # raise what the reply raised
+
+    def cancel(self) -> None:
+        """Stop the reply; what was written so far is kept in the history."""
+        self._task.cancel()
+
+
+class MangabaAgent:
+    """An agent with a persona, a model, tags and a memory (the context store).
+
+    Args:
+        api_key: a key for the model's provider, used for this agent's requests only.
+        model: the model it answers with (a litellm name); the local model by default.
+        agent_id: ``mangaba_<8 hex>`` by default; an existing id reopens that agent.
+        agent_name: its name; the id by default.
+        use_mcp: give replies the relevant contexts (the seed's "MCP").
+        use_a2a: take part in the agent network.
+        persona: its system prompt.
+        tags: labels, used to address agents in groups.
+        runtime: the core to run on; the user's data folder by default.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        model: str | None = None,
+        agent_id: str | None = None,
+        agent_name: str | None = None,
+        use_mcp: bool = True,
+        use_a2a: bool = True,
+        *,
+        persona: str | None = None,
+        tags: list[str] | None = None,
+        runtime: Runtime | None = None,
+    ) -> None:
+        self.agent_id = agent_id or new_agent_id()
+        self.agent_name = agent_name or self.agent_id
+        self.model = model
+        self.use_mcp = use_mcp
+        self.use_a2a = use_a2a
+        self.persona = persona
+        self.tags = list(tags or [])
+        self._params: dict[str, Any] = {"api_key": api_key} if api_key else {}
+        self._runtime = runtime
+        self._record: Agent | None = None
+        self._conversation_id: int | None = None
+        self._lock: asyncio.Lock | None = None
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    async def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = await Runtime.shared()
+        return self._runtime
+
+    async def record(self) -> Agent:
+        """The agent as stored (created on first use)."""
+        if self._record is None:
+            runtime = await self.runtime()
+            existing = await runtime.agents.get(self.agent_id)
+            if existing is None:
+                existing = await runtime.agents.create(
+                    self.agent_name,
+                    self.persona or "",
+                    model=self.model,
+                    tags=self.tags,
+                    agent_id=self.agent_id,
+                )
+            self._record = existing
+            self.agent_name = existing.name
+        return self._record
+
+    async def session_id(self) -> str:
+        """The session this agent is talking in (a conversation in the app)."""
+        conversation = await self._conversation()
+        assert conversation.session_id is not None
+        return conversation.session_id
+
+    async def new_session(self) -> str:
+        """Start a new session: later calls do not see this one's conversation contexts."""
+        self._conversation_id = None
+        return await self.session_id()
+
+    async def _conversation(self) -> Any:
+        runtime = await self.runtime()
+        await self.record()
+        if self._conversation_id is not None:
+            conversation = await runtime.conversations.get(self._conversation_id)
+            if conversation is not None:
+                return conversation
+        conversation = await runtime.conversations.create(
+            f"{self.agent_name} session", agent_id=self.agent_id
+        )
+        self._conversation_id = conversation.id
+        return conversation
+
+    # -- the capabilities ----------------------------------------------------------------------
+
+    def chat(self, message: str, use_context: bool = True) -> ReplyStream:
+        """Answer ``message`` with what the agent remembers of this session and its knowledge."""
+        return self._ask(message, use_context=use_context and self.use_mcp)
+
+    def analyze_text(self, text: str, instruction: str = commands.DEFAULT_ANALYSIS) -> ReplyStream:
+        return self._ask(commands.as_typed("analyze", text, instruction=instruction))
+
+    def translate(self, text: str, target_language: str = "português") -> ReplyStream:
+        return self._ask(commands.as_typed("translate", text, language=target_language))
+
+    def summarize(self, text: str, max_sentences: int = commands.DEFAULT_SENTENCES) -> ReplyStream:
+        return self._ask(commands.as_typed("summarize", text, sentences=str(int(max_sentences))))
+
+    def code_review(self, code: str, language: str = "python") -> ReplyStream:
+        return self._ask(commands.as_typed("review", code, language=language))
+
+    def explain_code(self, code: str, language: str = "python") -> ReplyStream:
+        return self._ask(commands.as_typed("explain", code, language=language))
+
+    async def get_context_summary(self) -> str:
+        """The session's recent contexts grouped by type."""
+        runtime = await self.runtime()
+        return await runtime.contexts.summary(self.agent_id, await self.session_id())
+
+    async def remember(
+        self, content: str, context_type: str = "knowledge", *, in_session: bool = False, **kw: Any
+    ) -> list[int]:
+        """Add knowledge (split into passages), a memory or a user profile to this agent."""
+        runtime = await self.runtime()
+        await self.record()
+        session = await self.session_id() if in_session else None
+        added = await runtime.contexts.add_text(
+            self.agent_id, content, context_type, session_id=session, **kw
+        )
+        return [c.id for c in added if c.id is not None]
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _ask(self, text: str, *, use_context: bool | None = None) -> ReplyStream:
+        use = self.use_mcp if use_context is None else use_context
+
+        async def run(stream: ReplyStream) -> Reply:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                return await self._run(stream, text, use)
+
+        return ReplyStream(run)
+
+    async def _run(self, stream: ReplyStream, text: str, use_context: bool) -> Reply:
+        runtime = await self.runtime()
+        conversation = await self._conversation()
+        conversation_id = conversation.id
+
+        def on_delta(_name: str, payload: dict[str, Any]) -> None:
+            if payload["conversation_id"] == conversation_id:
+                stream._piece(payload["delta"])
+
+        unsubscribe = runtime.bus.subscribe(events.MESSAGE_DELTA, on_delta)
+        try:
+            reply = await runtime.chat.send(
+                conversation_id,
+                text,
+                self.model,
+                use_context=use_context,
+                params=self._params,
+            )
+            if reply.status == MessageStatus.STREAMING:
+                try:
+                    finished = await runtime.chat.wait(conversation_id)
+                except asyncio.CancelledError:
+                    runtime.chat.stop(conversation_id)
+                    with contextlib.suppress(asyncio.CancelledError, LookupError):
+                        await runtime.chat.wait(conversation_id)
+                    raise
+                assert finished is not None
+                reply = finished
+            else:
+                stream._piece(reply.content)
+        finally:
+            unsubscribe()
+        if reply.status == MessageStatus.ERROR:
+            raise ReplyFailed(reply)
+        return Reply.of(reply, self.agent_id)
