@@ -26,6 +26,7 @@ from ..core.paths import data_dir
 if TYPE_CHECKING:
     import asyncio
 
+    from ..core.agent import Runtime
     from ..core.chat import ChatService
     from ..core.events import EventBus
     from ..core.providers.completions import Completions
@@ -64,6 +65,7 @@ class Application:
         self.store: ConversationStore | None = None
         self.completions: Completions | None = None
         self.chat: ChatService | None = None
+        self.runtime: Runtime | None = None
         self._quit: asyncio.Future[int] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._signal_pipe: tuple[socket.socket, socket.socket] | None = None
@@ -103,21 +105,22 @@ class Application:
     async def _start_services(self) -> bool:
         import asyncio
 
-        from ..core.chat import ChatService
+        from ..core.agent import Runtime
         from ..core.events import EventBus
         from ..core.providers.completions import Completions
-        from ..core.store import ConversationStore
         from .database_dialog import open_database
 
         self.bus = EventBus()
         self.database = await open_database(self.window, self.directory)
         if self.database is None:
             return False
-        self.store = ConversationStore(self.database, self.bus)
-        interrupted = await self.store.recover_interrupted()
         self.completions = Completions()
-        self.chat = ChatService(self.store, self.completions, self.bus)
-        await self.window.attach(self.chat, self.store, self.completions, self.bus, self.spawn)
+        self.runtime = Runtime(self.database, self.completions, self.bus)
+        self.store = self.runtime.conversations
+        self.chat = self.runtime.chat
+        interrupted = await self.store.recover_interrupted()
+        await self.runtime.contexts.cleanup_expired()
+        await self.window.attach(self.runtime, self.spawn)
         if interrupted:
             self.window.show_status(
                 f"{interrupted} reply(s) were cut off when the app last stopped; "

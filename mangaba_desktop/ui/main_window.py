@@ -20,21 +20,15 @@ from .. import APP_NAME, __version__
 from .placeholder import PlaceholderPane
 
 if TYPE_CHECKING:
-    from ..core.chat import ChatService
-    from ..core.events import EventBus
+    from ..core.agent import Runtime
     from ..core.providers.completions import Completions
-    from ..core.store import ConversationStore
     from .chat.pane import ChatPane
+    from .context_browser import ContextPane
 
 LAYOUT_VERSION = 1
 
 _PLACEHOLDERS = (
-    (
-        "context",
-        "Context",
-        "Browse, search, pin and edit what your agents remember, and see which memories fed "
-        "each reply.",
-    ),
+    ("context", "Context", None),
     (
         "network",
         "Agent network",
@@ -64,6 +58,9 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.directory = directory
         self.chat_pane: ChatPane | None = None
+        self.context_pane: ContextPane | None = None
+        self.runtime: Runtime | None = None
+        self._spawn: Callable[[Any], Any] | None = None
         self._painted = False
         self._settings = QSettings(str(directory / "window.ini"), QSettings.Format.IniFormat)
         self.setWindowTitle(APP_NAME)
@@ -78,7 +75,12 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.chat_dock)
         self.side_docks: list[QDockWidget] = []
         for name, title, promise in _PLACEHOLDERS:
-            dock = self._dock(name, title, PlaceholderPane(title, promise))
+            if promise is None:
+                waiting = QLabel("Opening what your agents remember…")
+                waiting.setAlignment(Qt.AlignmentFlag.AlignCenter)
+                dock = self._dock(name, title, waiting)
+            else:
+                dock = self._dock(name, title, PlaceholderPane(title, promise))
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
             if self.side_docks:
                 self.tabifyDockWidget(self.side_docks[0], dock)
@@ -135,6 +137,8 @@ class MainWindow(QMainWindow):
         self.export_json_action = self._action("Export as &JSON…", lambda: self._on_export("json"))
         self.stop_action = self._action("&Stop reply", self._on_stop, "Esc")
         self.regenerate_action = self._action("&Regenerate reply", self._on_regenerate, "Ctrl+R")
+        self.export_memory_action = self._action("Export agents' &memory…", self._on_export_memory)
+        self.import_memory_action = self._action("&Import memory…", self._on_import_memory)
         self.chat_actions = [
             self.new_chat_action,
             self.search_action,
@@ -142,6 +146,8 @@ class MainWindow(QMainWindow):
             self.export_json_action,
             self.stop_action,
             self.regenerate_action,
+            self.export_memory_action,
+            self.import_memory_action,
         ]
         for action in self.chat_actions:
             action.setEnabled(False)
@@ -151,6 +157,9 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.export_md_action)
         file_menu.addAction(self.export_json_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.export_memory_action)
+        file_menu.addAction(self.import_memory_action)
         file_menu.addSeparator()
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
 
@@ -171,31 +180,38 @@ class MainWindow(QMainWindow):
 
     # -- services ------------------------------------------------------------------------------
 
-    async def attach(
-        self,
-        chat: ChatService,
-        store: ConversationStore,
-        completions: Completions,
-        bus: EventBus,
-        spawn: Callable[[Any], Any],
-    ) -> None:
-        """Fill the Chat pane once the history is open."""
+    async def attach(self, runtime: Runtime, spawn: Callable[[Any], Any]) -> None:
+        """Fill the Chat and Context panes once the history is open."""
         from .chat.pane import ChatPane
+        from .context_browser import ContextPane
 
-        self.chat_pane = ChatPane(chat, store, bus, spawn, self)
+        self.runtime = runtime
+        self._spawn = spawn
+        self.chat_pane = ChatPane(
+            runtime.chat, runtime.conversations, runtime.bus, spawn, self, agents=runtime.agents
+        )
         self.chat_pane.status_message.connect(self.show_status)
         self.chat_pane.reply_speed.connect(self._on_reply_speed)
         self.chat_pane.streaming_changed.connect(self._on_streaming_changed)
         self.chat_dock.setWidget(self.chat_pane)
+        self.context_pane = ContextPane(
+            runtime.contexts, runtime.agents, runtime.conversations, runtime.bus, spawn
+        )
+        self.context_pane.status_message.connect(self.show_status)
+        self.chat_pane.reply_selected.connect(self.context_pane.highlight)
+        self.side_docks[0].setWidget(self.context_pane)
         for action in self.chat_actions:
             action.setEnabled(True)
         self._on_streaming_changed(False)
         self._watch_network()
         await self.chat_pane.start()
+        await self.context_pane.start()
 
     async def detach(self) -> None:
         if self.chat_pane is not None:
             await self.chat_pane.flush()
+        if self.context_pane is not None:
+            await self.context_pane.flush()
 
     async def load_models(self, completions: Completions) -> None:
         self.model_label.setText("Model: loading the local model…")
@@ -254,6 +270,59 @@ class MainWindow(QMainWindow):
     def _on_regenerate(self) -> None:
         if self.chat_pane:
             self.chat_pane.regenerate()
+
+    def _on_export_memory(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Export what the agents remember",
+            str(Path.home() / "mangaba-memory.json"),
+            "JSON (*.json)",
+        )
+        if path and self._spawn is not None:
+            self._spawn(self.export_memory(Path(path)))
+
+    async def export_memory(self, path: Path, **scope: Any) -> None:
+        from ..core.context.transfer import export_to_file
+
+        assert self.runtime is not None
+        try:
+            count = await export_to_file(self.runtime.contexts, path, **scope)
+        except OSError as exc:
+            self.show_status(f"Export failed: {exc.strerror or exc}", 0)
+            return
+        self.show_status(f"Exported {count:,} contexts to {path}")
+
+    def _on_import_memory(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import memory", str(Path.home()), "JSON (*.json)"
+        )
+        if path and self._spawn is not None:
+            self._spawn(self.import_memory(Path(path)))
+
+    async def import_memory(self, path: Path) -> None:
+        from ..core.context.transfer import InvalidImport, import_file
+
+        assert self.runtime is not None
+        try:
+            result = await import_file(self.runtime.contexts, path)
+        except InvalidImport as exc:
+            box = QMessageBox(
+                QMessageBox.Icon.Warning,
+                "Import refused",
+                f"Nothing was imported. {exc}",
+                QMessageBox.StandardButton.Ok,
+                self,
+            )
+            box.setObjectName("import-refused")
+            box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            box.open()
+            return
+        skipped = f" ({result.skipped:,} already there)" if result.skipped else ""
+        self.show_status(f"Imported {result.added:,} contexts{skipped}.")
 
     def _on_shortcuts(self) -> None:
         QMessageBox.information(

@@ -175,10 +175,26 @@ _AGENTS_AND_CONTEXTS = """
 """.format(scope_contexts=_scope("contexts"), scope_new=_scope("new"), scope_old=_scope("old"))
 
 
+# Prefix indexes for two- and three-letter prefixes: search as you type matches the last word as
+# a prefix, and a short prefix of a big history used to walk most of the term index.
+_SEARCH_PREFIXES = """
+        DROP TABLE messages_fts;
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            content,
+            content='messages',
+            content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2',
+            prefix='2 3'
+        );
+        INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "conversations and messages", _CONVERSATIONS_AND_MESSAGES),
     Migration(2, "full-text search over messages", _FULL_TEXT_SEARCH),
     Migration(3, "agents and the context store", _AGENTS_AND_CONTEXTS),
+    Migration(4, "prefix indexes for message search", _SEARCH_PREFIXES),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QMimeData, Qt, Signal
-from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import QPlainTextEdit, QWidget
+from PySide6.QtGui import QKeyEvent, QStandardItem, QStandardItemModel, QTextCursor
+from PySide6.QtWidgets import QCompleter, QPlainTextEdit, QWidget
 
+from ...core import commands
 from ...core.validation import MAX_MESSAGE_CHARS
+
+_COMMAND_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
 class Composer(QPlainTextEdit):
@@ -28,8 +31,60 @@ class Composer(QPlainTextEdit):
         self.document().setDocumentMargin(6)
         self.setMaximumBlockCount(0)
         self.setFixedHeight(96)
+        self.command_completer = self._build_completer()
+        self.textChanged.connect(self._offer_commands)
+
+    def _build_completer(self) -> QCompleter:
+        model = QStandardItemModel(self)
+        for spec in commands.COMMANDS.values():
+            item = QStandardItem(f"{spec.usage} — {spec.summary}")
+            item.setData(f"/{spec.name}", _COMMAND_ROLE)
+            item.setEditable(False)
+            model.appendRow(item)
+        completer = QCompleter(model, self)
+        completer.setWidget(self)
+        completer.setCompletionRole(_COMMAND_ROLE)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        completer.setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+        completer.activated[str].connect(self.complete_command)
+        return completer
+
+    def _offer_commands(self) -> None:
+        """While the text is a lone ``/word``, list the commands it may become."""
+        text = self.toPlainText()
+        completer = self.command_completer
+        typing_a_command = (
+            text.startswith("/")
+            and not text.startswith("//")
+            and not any(c.isspace() for c in text)
+        )
+        if not typing_a_command:
+            completer.popup().hide()
+            return
+        completer.setCompletionPrefix(text)
+        if completer.completionCount() == 0:
+            completer.popup().hide()
+            return
+        rect = self.cursorRect()
+        rect.setWidth(max(320, completer.popup().sizeHintForColumn(0) + 24))
+        completer.complete(rect)
+
+    def complete_command(self, command: str) -> None:
+        """Put ``command`` and a space in place of what was typed."""
+        self.setPlainText(f"{command} ")
+        self.moveCursor(QTextCursor.MoveOperation.End)
+        self.command_completer.popup().hide()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
+        popup = self.command_completer.popup()
+        if popup.isVisible() and event.key() in (
+            Qt.Key.Key_Return,
+            Qt.Key.Key_Enter,
+            Qt.Key.Key_Tab,
+            Qt.Key.Key_Escape,
+        ):
+            event.ignore()  # the completer's popup takes it
+            return
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             modifiers = event.modifiers()
             if modifiers & Qt.KeyboardModifier.ShiftModifier:

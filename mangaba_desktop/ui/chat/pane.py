@@ -12,6 +12,7 @@ from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, QTimer,
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QInputDialog,
@@ -25,10 +26,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core import export
+from ...core import events, export
 from ...core.chat import ChatService
 from ...core.events import EventBus
-from ...core.store import Conversation, ConversationStore, Message, SearchHit
+from ...core.ratelimit import RateLimited
+from ...core.store import AgentStore, Conversation, ConversationStore, Message, SearchHit
 from ...core.validation import InvalidMessage
 from ..bridge import EventBridge
 from .composer import Composer
@@ -46,11 +48,14 @@ class ChatPane(QWidget):
         status_message(str): a sentence for the status bar.
         reply_speed(float): tokens per second of the reply that just finished.
         streaming_changed(bool): whether the shown conversation has a reply streaming.
+        reply_selected(list): ids of the contexts the selected reply was given (empty when
+            no reply is selected).
     """
 
     status_message = Signal(str)
     reply_speed = Signal(float)
     streaming_changed = Signal(bool)
+    reply_selected = Signal(list)
 
     def __init__(
         self,
@@ -59,11 +64,16 @@ class ChatPane(QWidget):
         bus: EventBus,
         spawn: Callable[[Any], Any],
         parent: QWidget | None = None,
+        *,
+        agents: AgentStore | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("chat-pane")
         self.chat = chat
         self.store = store
+        self.agents = agents
+        self.bus = bus
+        self._unsubscribe_agents: Callable[[], None] | None = None
         self.spawn = spawn
         self.bridge = EventBridge(bus, self)
         self.current: Conversation | None = None
@@ -108,6 +118,17 @@ class ChatPane(QWidget):
         self.empty_label.setWordWrap(True)
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_label.setObjectName("empty-conversation")
+        self.agent_combo = QComboBox()
+        self.agent_combo.setObjectName("agent-picker")
+        self.agent_combo.setToolTip("The agent that answers in this chat")
+        self.agent_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.manage_agents_button = QPushButton("Agents…")
+        self.manage_agents_button.setToolTip("Create, edit and delete agents")
+        agent_bar = QHBoxLayout()
+        agent_bar.addWidget(QLabel("Agent:"))
+        agent_bar.addWidget(self.agent_combo)
+        agent_bar.addWidget(self.manage_agents_button)
+        agent_bar.addStretch(1)
         self.composer = Composer()
         self.notice = QLabel("")
         self.notice.setObjectName("composer-notice")
@@ -130,6 +151,7 @@ class ChatPane(QWidget):
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addLayout(agent_bar)
         right_layout.addWidget(self.empty_label)
         right_layout.addWidget(self.message_view, 1)
         right_layout.addWidget(self.composer)
@@ -162,6 +184,9 @@ class ChatPane(QWidget):
         self.send_button.clicked.connect(lambda: self.spawn(self.send(self.composer.toPlainText())))
         self.stop_button.clicked.connect(self.stop)
         self.regenerate_button.clicked.connect(self.regenerate)
+        self.agent_combo.activated.connect(self._on_agent_chosen)
+        self.manage_agents_button.clicked.connect(self.manage_agents)
+        self.message_view.selectionModel().currentChanged.connect(self._on_message_selected)
         bridge = self.bridge
         bridge.conversation_created.connect(self.conversations.upsert)
         bridge.conversation_updated.connect(self._on_conversation_updated)
@@ -174,7 +199,12 @@ class ChatPane(QWidget):
     # -- life ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the conversation list and open the most recent conversation."""
+        """Load the agents and the conversation list, and open the most recent conversation."""
+        if self.agents is not None:
+            self._unsubscribe_agents = self.bus.subscribe(
+                events.AGENTS_CHANGED, lambda _n, _p: self.spawn(self.load_agents())
+            )
+            await self.load_agents()
         conversations = await self.store.list()
         self.conversations.set_all(conversations)
         if conversations:
@@ -189,6 +219,9 @@ class ChatPane(QWidget):
         self._draft_timer.stop()
         await self.save_draft()
         self.bridge.close()
+        if self._unsubscribe_agents is not None:
+            self._unsubscribe_agents()
+            self._unsubscribe_agents = None
 
     # -- conversations -------------------------------------------------------------------------
 
@@ -221,6 +254,8 @@ class ChatPane(QWidget):
         self.composer.blockSignals(False)
         self.hide_notice()
         self._update_streaming()
+        self._show_agent_of(conversation)
+        self.reply_selected.emit([])
         row = await self.messages.open(conversation.id if conversation else None, around)
         self.message_view.delegate.forget()
         self.empty_label.setVisible(not self.messages.rows)
@@ -242,7 +277,7 @@ class ChatPane(QWidget):
                 self.select_conversation(top.id)
                 self.composer.setFocus()
                 return top
-        conversation = await self.store.create()
+        conversation = await self.store.create(agent_id=self.chosen_agent_id())
         self.select_conversation(conversation.id or 0)
         self.composer.setFocus()
         return conversation
@@ -299,6 +334,60 @@ class ChatPane(QWidget):
             else:
                 await self._show(None)
 
+    # -- agents --------------------------------------------------------------------------------
+
+    async def load_agents(self) -> None:
+        if self.agents is None:
+            return
+        agents = await self.agents.list()
+        chosen = self.chosen_agent_id()
+        self.agent_combo.clear()
+        for agent in agents:
+            self.agent_combo.addItem(agent.name, agent.id)
+            self.agent_combo.setItemData(
+                self.agent_combo.count() - 1, agent.persona[:300], Qt.ItemDataRole.ToolTipRole
+            )
+        wanted = self.current.agent_id if self.current is not None else chosen
+        self._select_agent(wanted)
+
+    def chosen_agent_id(self) -> str | None:
+        data = self.agent_combo.currentData()
+        return str(data) if data else None
+
+    def _select_agent(self, agent_id: str | None) -> None:
+        index = self.agent_combo.findData(agent_id) if agent_id else -1
+        self.agent_combo.setCurrentIndex(index if index >= 0 else 0)
+
+    def _show_agent_of(self, conversation: Conversation | None) -> None:
+        if conversation is not None and conversation.agent_id:
+            self._select_agent(conversation.agent_id)
+
+    def _on_agent_chosen(self, _index: int) -> None:
+        agent_id = self.chosen_agent_id()
+        if self.current is None or self.current.id is None or agent_id is None:
+            return
+        if agent_id != self.current.agent_id:
+            self.spawn(self.store.set_agent(self.current.id, agent_id))
+            self.status_message.emit(
+                f"{self.agent_combo.currentText()} answers in this chat from now on."
+            )
+
+    def manage_agents(self) -> None:
+        if self.agents is None:
+            return
+        from ..agents_dialog import AgentsDialog
+
+        dialog = AgentsDialog(self.agents, self.spawn, self, selected=self.chosen_agent_id())
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+
+    def _on_message_selected(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        message = self.messages.message_at(current.row()) if current.isValid() else None
+        if message is not None and message.role == "assistant":
+            self.reply_selected.emit(message.used_context_ids)
+        else:
+            self.reply_selected.emit([])
+
     # -- sending -------------------------------------------------------------------------------
 
     async def send(self, text: str) -> Message | None:
@@ -317,7 +406,7 @@ class ChatPane(QWidget):
             return None
         try:
             reply = await self.chat.send(conversation.id, text)
-        except (InvalidMessage, RuntimeError) as exc:
+        except (InvalidMessage, RateLimited, RuntimeError, LookupError) as exc:
             self.show_notice(str(exc))
             return None
         self.hide_notice()

@@ -17,7 +17,8 @@ def test_docks_placeholders_and_shortcuts(loop, data_dir):
             window = app.window
             titles = [d.windowTitle() for d in (window.chat_dock, *window.side_docks)]
             assert titles == ["Chat", "Context", "Agent network", "Performance"]
-            for dock in window.side_docks:
+            assert window.side_docks[0].widget() is window.context_pane
+            for dock in window.side_docks[1:]:
                 assert "Not built yet" in dock.widget().findChild(object, "placeholder").text()
             shortcuts = {
                 a.text().replace("&", ""): a.shortcut().toString() for a in window.chat_actions
