@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from sqlmodel import Session
 
 from . import commands, events, prompts
-from .context.compression import compress_session
+from .context.compression import KEEP_RECENT, compress_session
 from .context.passages import MAX_CONTEXT_CHARS, digest, split_passages
 from .context.retrieval import RetrievedContext
 from .context.store import ContextStore, insert_context, touch_contexts
@@ -481,7 +481,11 @@ class ChatService:
                     agent_id,
                     session_id,
                     lambda transcript: self.complete(model, summary_request(transcript)),
-                    **({"threshold": threshold} if threshold else {}),
+                    **(
+                        {"threshold": threshold, "keep_recent": min(KEEP_RECENT, threshold // 2)}
+                        if threshold
+                        else {}
+                    ),
                 )
                 if memory is not None:
                     self.bus.publish(

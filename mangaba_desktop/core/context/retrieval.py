@@ -18,9 +18,11 @@ from ..store.models import Context, Priority
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
-MAX_QUERY_TERMS = 32
+MAX_QUERY_TERMS = 16
 CANDIDATES = 100
-"""Best BM25 matches re-ranked by priority and recency."""
+"""Most relevant matches re-ranked by priority and recency."""
+HITS_PER_TERM = 20_000
+"""Most recent contexts in scope counted for one word (a word in more says little anyway)."""
 
 PRIORITY_WEIGHT = {
     Priority.LOW: 1.0,
@@ -95,6 +97,13 @@ class RetrievedContext:
     relevance: float
     """BM25 relevance (higher is better); 0 for pinned contexts, which are always given."""
     pinned: bool = False
+
+
+def term_weight(matches: int, scope_size: int) -> float:
+    """How much holding a word says about a context: BM25's inverse document frequency,
+    among the ``scope_size`` contexts in scope of which ``matches`` hold it. Always above zero,
+    and small for a word most contexts hold."""
+    return math.log(1.0 + (scope_size - matches + 0.5) / (matches + 0.5))
 
 
 def score(relevance: float, context: Context, now: float | None = None) -> float:

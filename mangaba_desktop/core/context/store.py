@@ -7,6 +7,7 @@ change is published on the bus as ``contexts.changed`` so that views can refresh
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -233,28 +234,26 @@ class ContextStore:
         def job(session: Session) -> str:
             groups: list[str] = []
             for context_type in ContextType:
-                query = (
-                    select(Context)
-                    .where(Context.agent_id == agent_id)
-                    .where(Context.context_type == context_type.value)
-                    .where(col(Context.archived).is_(False))
-                    .order_by(col(Context.id).desc())
-                    .limit(per_type)
-                )
+                conditions = [
+                    Context.agent_id == agent_id,
+                    Context.context_type == context_type.value,
+                    col(Context.archived).is_(False),
+                ]
                 if session_id is not None:
-                    query = query.where(
+                    conditions.append(
                         (Context.session_id == session_id) | (col(Context.session_id).is_(None))
                     )
-                rows = session.exec(query).all()
-                if not rows:
-                    continue
                 count = session.exec(
-                    select(func.count())
-                    .select_from(Context)
-                    .where(Context.agent_id == agent_id)
-                    .where(Context.context_type == context_type.value)
-                    .where(col(Context.archived).is_(False))
+                    select(func.count()).select_from(Context).where(*conditions)
                 ).one()
+                if not count:
+                    continue
+                rows = session.exec(
+                    select(Context)
+                    .where(*conditions)
+                    .order_by(col(Context.id).desc())
+                    .limit(per_type)
+                ).all()
                 lines = [f"{context_type.value.replace('_', ' ').title()} ({count}):"]
                 for row in rows:
                     preview = " ".join(row.content.split())
@@ -494,28 +493,60 @@ def insert_context(session: Session, context: Context) -> Context:
     return context
 
 
-_RETRIEVE = text(
-    """
-    SELECT c.id, bm25(contexts_fts, 1.0, 0.5, 0.0) AS relevance
-    FROM contexts_fts JOIN contexts AS c ON c.id = contexts_fts.rowid
-    WHERE contexts_fts MATCH :match
-      AND (c.expires_at IS NULL OR c.expires_at > :now)
+_TERM_HITS = "SELECT rowid FROM contexts_fts WHERE contexts_fts MATCH ? LIMIT ?"
+_SCOPE_SIZE = "SELECT count(*) FROM contexts_fts WHERE contexts_fts MATCH ?"
+_CANDIDATE_ROWS = """
+    SELECT c.id FROM contexts AS c
+    WHERE c.id IN (SELECT value FROM json_each(?))
+      AND (c.expires_at IS NULL OR c.expires_at > ?)
       AND (c.source_message_id IS NULL
-           OR c.source_message_id NOT IN (SELECT value FROM json_each(:excluded)))
-    ORDER BY relevance
-    LIMIT :candidates
-    """
-)
+           OR c.source_message_id NOT IN (SELECT value FROM json_each(?)))
+"""
 
-_PINNED = text(
+_PINNED = """
+    SELECT id FROM contexts
+    WHERE agent_id = ? AND priority = 4 AND archived = 0
+      AND (session_id = ? OR session_id IS NULL)
+      AND (expires_at IS NULL OR expires_at > ?)
+    ORDER BY id DESC
+    LIMIT ?
+"""
+
+
+def raw_connection(session: Session) -> sqlite3.Connection:
+    driver = session.connection().connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    return driver
+
+
+def relevance_in_scope(
+    connection: sqlite3.Connection, terms: list[str], scope: str
+) -> dict[int, float]:
+    """BM25-style relevance of the contexts in ``scope`` that hold any of ``terms``.
+
+    Each word's weight (its inverse document frequency) is measured among the contexts in
+    scope, not the whole store: FTS5's own ``bm25()`` counts every word over the entire index
+    on every query, which for common words costs tens of milliseconds at a million contexts.
+    Here each word is one index lookup intersected with the scope's token, so the cost
+    follows the size of the session.
     """
-    SELECT c.id FROM contexts_fts JOIN contexts AS c ON c.id = contexts_fts.rowid
-    WHERE contexts_fts MATCH :scope AND c.priority = 4
-      AND (c.expires_at IS NULL OR c.expires_at > :now)
-    ORDER BY c.id DESC
-    LIMIT :limit
-    """
-)
+    in_scope = f"scope : ({scope})"
+    hits: dict[str, list[int]] = {}
+    for term in terms:
+        match = f"{in_scope} AND " + (retrieval.terms_expression([term]) or "")
+        rows = connection.execute(_TERM_HITS, (match, retrieval.HITS_PER_TERM))
+        found = [row[0] for row in rows]
+        if found:
+            hits[term] = found
+    if not hits:
+        return {}
+    size = int(connection.execute(_SCOPE_SIZE, (in_scope,)).fetchone()[0])
+    relevance: dict[int, float] = {}
+    for ids in hits.values():
+        weight = retrieval.term_weight(len(ids), max(size, len(ids)))
+        for context_id in ids:
+            relevance[context_id] = relevance.get(context_id, 0.0) + weight
+    return relevance
 
 
 def retrieve_contexts(
@@ -527,42 +558,39 @@ def retrieve_contexts(
     excluded: str = "[]",
 ) -> list[RetrievedContext]:
     now = time.time()
-    connection = session.connection()
+    # The plain sqlite3 connection: these statements return thousands of ids, and going
+    # through the ORM's result rows would cost more than the searching.
+    connection = raw_connection(session)
     session_token, agent_wide = retrieval.scope_tokens(agent_id, session_id)
     scope = agent_wide if session_token == agent_wide else f"{session_token} OR {agent_wide}"
     pinned_ids = [
         row[0]
-        for row in connection.execute(
-            _PINNED, {"scope": f"scope : ({scope})", "now": now, "limit": MAX_PINNED_IN_PROMPT}
-        )
+        for row in connection.execute(_PINNED, (agent_id, session_id, now, MAX_PINNED_IN_PROMPT))
     ]
-    scored: dict[int, float] = {}
-    match = retrieval.retrieval_match(query, agent_id, session_id)
-    if match is not None:
-        params = {
-            "match": match,
-            "now": now,
-            "excluded": excluded,
-            "candidates": retrieval.CANDIDATES,
-        }
-        scored = {row[0]: -row[1] for row in connection.execute(_RETRIEVE, params)}
-    wanted = set(scored) | set(pinned_ids)
+    relevance = relevance_in_scope(connection, retrieval.query_terms(query), scope)
+    best = sorted(relevance, key=lambda i: (relevance[i], i), reverse=True)
+    best = best[: retrieval.CANDIDATES + len(json.loads(excluded))]
+    allowed: set[int] = set()
+    if best:
+        rows = connection.execute(_CANDIDATE_ROWS, (json.dumps(best), now, excluded))
+        allowed = {row[0] for row in rows}
+    wanted = allowed | set(pinned_ids)
     if not wanted:
         return []
-    rows = session.exec(select(Context).where(col(Context.id).in_(wanted))).all()
-    by_id = {row.id: row for row in rows}
+    loaded = session.exec(select(Context).where(col(Context.id).in_(wanted))).all()
+    by_id = {row.id: row for row in loaded}
     pinned = [
-        RetrievedContext(by_id[i], score=0.0, relevance=scored.get(i, 0.0), pinned=True)
+        RetrievedContext(by_id[i], score=0.0, relevance=relevance.get(i, 0.0), pinned=True)
         for i in pinned_ids
         if i in by_id
     ]
     ranked = sorted(
         (
-            RetrievedContext(by_id[i], retrieval.score(relevance, by_id[i], now), relevance)
-            for i, relevance in scored.items()
+            RetrievedContext(by_id[i], retrieval.score(relevance[i], by_id[i], now), relevance[i])
+            for i in allowed
             if i in by_id and i not in pinned_ids
         ),
-        key=lambda r: r.score,
+        key=lambda r: (r.score, r.context.id or 0),
         reverse=True,
     )
     return pinned + ranked[: max(0, limit - len(pinned))]
@@ -616,8 +644,17 @@ def _filter_sql(where: ContextFilter) -> tuple[str, str, dict[str, Any]]:
         words = _all_words_expression(terms)
         if words:
             match_parts.append(words)
-    if where.tag:
-        match_parts.append('tags : "' + where.tag.lower().replace('"', '""') + '"')
+    tag = where.tag.strip().lstrip("#").lower() if where.tag else ""
+    if tag:
+        # The index narrows the rows fast; the JSON test keeps whole tags only ("finance"
+        # is not "personal-finance", whose words the tokenizer splits).
+        words = retrieval.query_terms(tag)
+        if words:
+            match_parts.append(
+                "tags : (" + " AND ".join('"' + w.replace('"', '""') + '"' for w in words) + ")"
+            )
+        clauses.append("EXISTS (SELECT 1 FROM json_each(c.tags) WHERE value = :tag)")
+        params["tag"] = tag
     if match_parts:
         source = "contexts_fts JOIN contexts AS c ON c.id = contexts_fts.rowid"
         clauses.append("contexts_fts MATCH :match")

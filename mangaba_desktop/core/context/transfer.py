@@ -67,6 +67,9 @@ def _export_lines(
         agents = agents.where(Agent.id == agent_id)
     if session_id is not None:
         query = query.where(Context.session_id == session_id)
+        # A session's export carries the agents of its contexts, not every agent.
+        present = select(Context.agent_id).where(Context.session_id == session_id).distinct()
+        agents = agents.where(col(Agent.id).in_(present))
     head = {"format": FORMAT, "version": VERSION, "exported_at": time.time()}
     yield json.dumps(head, ensure_ascii=False)[:-1] + ',\n"agents": [\n'
     agent_rows = session.exec(agents).all()
@@ -164,12 +167,9 @@ def parse_import(raw: bytes) -> _Parsed:
         if not isinstance(record, dict):
             raise InvalidImport(f"{where} must be an object.")
         agent_id = _text(record, "agent_id", where, required=True)
-        try:
-            content = clean_content(record.get("content"))  # type: ignore[arg-type]
-            context_type = check_type(record.get("context_type", ""))
-            priority = check_priority(record.get("priority", 1))
-        except InvalidContext as exc:
-            raise InvalidImport(f"{where}: {exc}") from None
+        content = _checked(clean_content, record.get("content"), f"{where}.content")
+        context_type = _checked(check_type, record.get("context_type", ""), f"{where}.context_type")
+        priority = _checked(check_priority, record.get("priority", 1), f"{where}.priority")
         created = _number(record, "created_at", where) or now
         contexts.append(
             (
@@ -240,6 +240,13 @@ async def import_file(store: ContextStore, path: Path) -> ImportResult:
     result = await store.db.write(job)
     store.notify_changed(imported=result.added)
     return result
+
+
+def _checked(check: Any, value: Any, where: str) -> Any:
+    try:
+        return check(value)
+    except InvalidContext as exc:
+        raise InvalidImport(f"{where}: {exc}") from None
 
 
 def _text(record: dict[str, Any], name: str, where: str, required: bool = False) -> str | None:

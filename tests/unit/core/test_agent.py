@@ -172,7 +172,16 @@ async def test_memory_demo_puts_the_name_back_into_the_prompt(runtime, monkeypat
     agent = MangabaAgent(agent_name="Memória", runtime=runtime)
 
     await agent.chat("Meu nome é João")
-    for topic in ("rios", "montanhas", "desertos", "florestas", "oceanos", "vulcões", "ilhas", "lagos"):
+    for topic in (
+        "rios",
+        "montanhas",
+        "desertos",
+        "florestas",
+        "oceanos",
+        "vulcões",
+        "ilhas",
+        "lagos",
+    ):
         await agent.chat(f"Escreva uma frase longa sobre {topic} do Brasil e da sua geografia.")
     reply = await agent.chat("Qual é o meu nome?")
 

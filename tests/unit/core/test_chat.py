@@ -59,7 +59,10 @@ async def test_send_stores_the_question_then_the_streamed_reply(mocked, store, b
     done = await chat.wait(conversation.id)
 
     assert (done.id, done.status, done.content, done.model) == (
-        reply.id, MessageStatus.COMPLETE, REPLY, MOCK_MODEL
+        reply.id,
+        MessageStatus.COMPLETE,
+        REPLY,
+        MOCK_MODEL,
     )
     assert rows(db_path, conversation.id)[1] == ("assistant", REPLY, "complete")
     assert done.latency_ms > 0
@@ -201,8 +204,9 @@ async def test_edit_and_resend_replaces_the_message_and_everything_after_it(mock
     before = await store.page(conversation.id)
     log = EventLog(bus)
 
-    await chat.edit_and_resend(conversation.id, before[0].id, "first question, edited",
-                               model=MOCK_MODEL)
+    await chat.edit_and_resend(
+        conversation.id, before[0].id, "first question, edited", model=MOCK_MODEL
+    )
     await chat.wait(conversation.id)
 
     assert [(m.role, m.content) for m in await store.page(conversation.id)] == [
@@ -335,7 +339,9 @@ async def test_error_mid_stream_keeps_what_arrived(store, bus):
     done = await chat.wait(conversation.id)
 
     assert (done.status, done.content, done.error) == (
-        MessageStatus.ERROR, "The answer is ", "connection reset by peer"
+        MessageStatus.ERROR,
+        "The answer is ",
+        "connection reset by peer",
     )
     assert (await store.page(conversation.id))[0].content == "question"
 

@@ -224,8 +224,9 @@ async def test_unwritable_history_file_is_reported_read_only(db_path, make_read_
     assert failure.value.kind is OpenFailure.READ_ONLY
     assert str(db_path) in failure.value.message
     assert db_path.read_bytes() == before
-    assert query_file(db_path, "SELECT title FROM conversations WHERE id = ?",
-                      (conversation.id,)) == [("precious",)]
+    assert query_file(
+        db_path, "SELECT title FROM conversations WHERE id = ?", (conversation.id,)
+    ) == [("precious",)]
 
 
 # -- backups --------------------------------------------------------------------------------------

@@ -144,7 +144,9 @@ async def test_search_spans_conversations(store, history):
 
     assert ids(hits) == [newest.id, history["either"].id, history["cats"].id]
     assert [h.conversation_id for h in hits] == [
-        extra.id, history["cats"].conversation_id, history["cats"].conversation_id
+        extra.id,
+        history["cats"].conversation_id,
+        history["cats"].conversation_id,
     ]
 
 

@@ -84,8 +84,9 @@ async def test_delete_removes_the_conversation_its_messages_and_their_search_ent
 
     assert await store.get(doomed.id) is None
     assert [c.id for c in await store.list()] == [kept.id]
-    assert query_file(db_path, "SELECT COUNT(*) FROM messages WHERE conversation_id = ?",
-                      (doomed.id,)) == [(0,)]
+    assert query_file(
+        db_path, "SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (doomed.id,)
+    ) == [(0,)]
     # The index itself, not only the join: a stale FTS row would still count here.
     assert query_file(
         db_path, "SELECT COUNT(*) FROM messages_fts WHERE messages_fts MATCH 'capybara*'"
@@ -117,9 +118,7 @@ async def test_draft_with_a_lone_surrogate_is_saved_not_lost(store):
 
 
 @pytest.mark.asyncio
-async def test_message_for_a_missing_conversation_is_refused_and_nothing_is_stored(
-    store, db_path
-):
+async def test_message_for_a_missing_conversation_is_refused_and_nothing_is_stored(store, db_path):
     with pytest.raises(LookupError):
         await store.add_message(999, Role.USER, "orphan")
 
@@ -207,7 +206,11 @@ async def test_page_after_a_message_continues_forward(store, long_conversation):
     conversation_id, ids, _ = long_conversation
 
     assert contents(await store.page(conversation_id, after_id=ids[9], limit=5)) == [
-        "m10", "m11", "m12", "m13", "m14"
+        "m10",
+        "m11",
+        "m12",
+        "m13",
+        "m14",
     ]
     assert contents(await store.page(conversation_id, after_id=ids[117])) == ["m118", "m119"]
     assert await store.page(conversation_id, after_id=ids[-1]) == []
@@ -274,18 +277,30 @@ async def test_export_returns_every_message_in_order(store):
 
 UNICODE_CASES = [
     pytest.param("before\x00after zebra", "before\x00after zebra", "zebra", id="nul-byte"),
-    pytest.param("broken \ud83d tail quokka", "broken \ufffd tail quokka", "quokka",
-                 id="lone-surrogate"),
-    pytest.param("\ud83d\ude00 split pair wombat", "😀 split pair wombat", "wombat",
-                 id="split-surrogate-pair"),
-    pytest.param("\u202bשלום עולם\u202c ו-123", "\u202bשלום עולם\u202c ו-123", "עולם",
-                 id="hebrew-rtl"),
-    pytest.param("\u200fمرحبا بالعالم\u200f", "\u200fمرحبا بالعالم\u200f", "بالعالم",
-                 id="arabic-rtl"),
-    pytest.param("family 👨‍👩‍👧 flag 🇵🇹 thumb 👍🏽", "family 👨‍👩‍👧 flag 🇵🇹 thumb 👍🏽", "👨‍👩‍👧",
-                 id="emoji-zwj"),
-    pytest.param("e\u0301 decomposed café", "e\u0301 decomposed café", "decomposed",
-                 id="combining-marks"),
+    pytest.param(
+        "broken \ud83d tail quokka", "broken \ufffd tail quokka", "quokka", id="lone-surrogate"
+    ),
+    pytest.param(
+        "\ud83d\ude00 split pair wombat",
+        "😀 split pair wombat",
+        "wombat",
+        id="split-surrogate-pair",
+    ),
+    pytest.param(
+        "\u202bשלום עולם\u202c ו-123", "\u202bשלום עולם\u202c ו-123", "עולם", id="hebrew-rtl"
+    ),
+    pytest.param(
+        "\u200fمرحبا بالعالم\u200f", "\u200fمرحبا بالعالم\u200f", "بالعالم", id="arabic-rtl"
+    ),
+    pytest.param(
+        "family 👨‍👩‍👧 flag 🇵🇹 thumb 👍🏽",
+        "family 👨‍👩‍👧 flag 🇵🇹 thumb 👍🏽",
+        "👨‍👩‍👧",
+        id="emoji-zwj",
+    ),
+    pytest.param(
+        "e\u0301 decomposed café", "e\u0301 decomposed café", "decomposed", id="combining-marks"
+    ),
 ]
 
 
@@ -301,7 +316,8 @@ async def test_text_round_trips_through_the_file_and_search(
 
     assert (await again.get_message(message.id)).content == stored
     on_disk = query_file(
-        db_path, "SELECT content, length(CAST(content AS BLOB)) FROM messages WHERE id = ?",
+        db_path,
+        "SELECT content, length(CAST(content AS BLOB)) FROM messages WHERE id = ?",
         (message.id,),
     )
     assert on_disk == [(stored, len(stored.encode("utf-8")))]
@@ -346,6 +362,7 @@ async def test_recover_interrupted_marks_streaming_replies_and_keeps_their_text(
 
 
 # -- schema ---------------------------------------------------------------------------------
+
 
 def affinity(declared_type: str) -> str:
     """SQLite's column affinity for a declared type (https://sqlite.org/datatype3.html)."""
