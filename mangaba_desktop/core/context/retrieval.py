@@ -1,10 +1,11 @@
-"""Which contexts a reply should see: BM25 relevance within the agent's scope, weighted by
-priority and recency.
+"""Which contexts a reply should see: BM25-style relevance within the agent's scope, weighted
+by priority and recency.
 
 Only a context that shares words with the query is a candidate, so priority alone never makes
-anything relevant (the upstream defect this replaces ranked every context by priority). The
-search runs inside the FTS5 index, scoped by the tokens of the ``scope`` column (see the
-migration), so its cost follows the size of the session, not of the store.
+anything relevant (the upstream defect this replaces ranked every context by priority). Each
+word is looked up in the FTS5 index together with the tokens of the ``scope`` column (see the
+migration), and weighed by how many contexts in scope hold it, so the cost follows the size of
+the session, not of the store.
 """
 
 from __future__ import annotations
@@ -76,16 +77,6 @@ def terms_expression(terms: list[str]) -> str | None:
         return None
     quoted = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
     return "{content tags} : (" + quoted + ")"
-
-
-def retrieval_match(text: str, agent_id: str, session_id: str | None) -> str | None:
-    """The FTS5 query for contexts of ``agent_id`` relevant to ``text`` in ``session_id``."""
-    words = terms_expression(query_terms(text))
-    if words is None:
-        return None
-    session, agent_wide = scope_tokens(agent_id, session_id)
-    scope = session if session == agent_wide else f"{session} OR {agent_wide}"
-    return f"scope : ({scope}) AND {words}"
 
 
 @dataclass

@@ -74,6 +74,7 @@ class ChatPane(QWidget):
         self.agents = agents
         self.bus = bus
         self._unsubscribe_agents: Callable[[], None] | None = None
+        self._carried_text = ""
         self.spawn = spawn
         self.bridge = EventBridge(bus, self)
         self.current: Conversation | None = None
@@ -249,8 +250,10 @@ class ChatPane(QWidget):
 
     async def _show(self, conversation: Conversation | None, around: int | None = None) -> None:
         self.current = conversation
+        # Text typed before any conversation existed moves into the one made for it.
+        carried, self._carried_text = self._carried_text, ""
         self.composer.blockSignals(True)
-        self.composer.setPlainText(conversation.draft if conversation else "")
+        self.composer.setPlainText((conversation.draft if conversation else "") or carried)
         self.composer.blockSignals(False)
         self.hide_notice()
         self._update_streaming()
@@ -399,6 +402,7 @@ class ChatPane(QWidget):
             self.show_notice("Type a message first: an empty message is not sent.")
             return None
         if self.current is None:
+            self._carried_text = text
             await self._new_conversation()
             await asyncio.sleep(0)
         conversation = self.current
