@@ -6,6 +6,7 @@ change is published on the bus as ``contexts.changed`` so that views can refresh
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -98,6 +99,8 @@ class ContextStore:
         self.db = database
         self.bus = bus
         self.cap_per_agent = cap_per_agent
+        self._sources_of_deleted: dict[int, list[int]] = {}
+        """Memory id → the sources it summarised, for an undo of the memory's deletion."""
 
     def notify_changed(self, **payload: Any) -> None:
         self.bus.publish(events.CONTEXTS_CHANGED, **payload)
@@ -139,7 +142,7 @@ class ContextStore:
         tags: str | Iterable[str] | None = None,
     ) -> list[Context]:
         """Split ``text_`` into passages and store each (pasted text, an imported file)."""
-        passages = split_passages(text_)
+        passages = await asyncio.to_thread(split_passages, text_)
         if not passages:
             raise InvalidContext("There is no text to add.")
         return await self.add_many(
@@ -316,28 +319,58 @@ class ContextStore:
         return changed
 
     async def delete(self, ids: Iterable[int]) -> list[Context]:
-        """Delete contexts; returns them as they were, for :meth:`restore` (undo)."""
+        """Delete contexts; returns them as they were, for :meth:`restore` (undo).
+
+        The sources of a deleted memory become live contexts again (the summary that stood for
+        them is gone); :meth:`restore` of the memory archives them under it once more.
+        """
         wanted = list(ids)
 
-        def job(session: Session) -> list[Context]:
+        def job(session: Session) -> tuple[list[Context], dict[int, list[int]]]:
             rows = list(session.exec(select(Context).where(col(Context.id).in_(wanted))).all())
             kept = [Context.model_validate(r.model_dump()) for r in rows]
+            orphans = session.exec(
+                select(Context.id, Context.parent_id)
+                .where(col(Context.parent_id).in_(wanted))
+                .where(col(Context.id).not_in(wanted))
+            ).all()
+            sources: dict[int, list[int]] = {}
+            for source_id, parent_id in orphans:
+                if source_id is not None and parent_id is not None:
+                    sources.setdefault(parent_id, []).append(source_id)
+            if sources:
+                session.exec(
+                    update(Context)
+                    .where(col(Context.id).in_([i for ids in sources.values() for i in ids]))
+                    .values(archived=False, parent_id=None)
+                )
             session.exec(delete(Context).where(col(Context.id).in_(wanted)))
-            return kept
+            return kept, sources
 
-        removed = await self.db.write(job)
+        removed, sources = await self.db.write(job)
+        self._sources_of_deleted.update(sources)
         self.notify_changed(removed=[c.id for c in removed])
         return removed
 
     async def restore(self, contexts: Sequence[Context]) -> int:
         """Put deleted contexts back with their ids (undo of :meth:`delete`)."""
         rows = [Context.model_validate(c.model_dump()) for c in contexts]
+        ids = {row.id for row in rows}
+        # A memory goes in before the sources that point at it.
+        rows.sort(key=lambda row: row.parent_id is not None and row.parent_id in ids)
+        relink = {i: self._sources_of_deleted.pop(i) for i in ids if i in self._sources_of_deleted}
 
         def job(session: Session) -> int:
             for row in rows:
                 if session.get(Context, row.id) is None:
                     session.add(row)
-            session.flush()
+                    session.flush()
+            for memory_id, source_ids in relink.items():
+                session.exec(
+                    update(Context)
+                    .where(col(Context.id).in_(source_ids))
+                    .values(archived=True, parent_id=memory_id)
+                )
             return len(rows)
 
         restored = await self.db.write(job)

@@ -821,6 +821,62 @@ async def test_delete_then_restore_keeps_the_ids(contexts, ana, database, bus):
     assert_index_consistent(database)
 
 
+async def test_deleting_a_memory_brings_its_sources_back_and_undo_archives_them_again(
+    contexts, ana, database
+):
+    from mangaba_desktop.core.context.compression import compress_session
+
+    for n in range(5):
+        await contexts.add(ana.id, f"User: the otter number {n}", "conversation", session_id="s1")
+
+    async def summarize(_text: str) -> str:
+        return "five otters were discussed"
+
+    memory = await compress_session(contexts, ana.id, "s1", summarize, threshold=3, keep_recent=1)
+    sources = [c for c in await contexts.page(ContextFilter(session_id="s1")) if c.archived]
+    assert len(sources) == 4 and {c.parent_id for c in sources} == {memory.id}
+
+    removed = await contexts.delete([memory.id])
+
+    # Nothing the memory stood for is lost: its sources are live again and retrievable.
+    back = [await contexts.get(c.id) for c in sources]
+    assert [(c.archived, c.parent_id) for c in back] == [(False, None)] * 4
+    assert len(await contexts.retrieve("otter", ana.id, "s1", touch=False)) == 5
+
+    # Undo (sources and memory restored together, sources listed first) relinks them.
+    await contexts.restore(removed)
+    again = [await contexts.get(c.id) for c in sources]
+    assert [(c.archived, c.parent_id) for c in again] == [(True, memory.id)] * 4
+    found = await contexts.retrieve("otter", ana.id, "s1", touch=False)
+    archived_ids = {c.id for c in sources}
+    assert len(found) == 1 and found[0].context.id not in archived_ids  # the newest, kept live
+    assert_index_consistent(database)
+
+
+async def test_a_memory_and_its_sources_deleted_together_come_back_together(contexts, ana):
+    from mangaba_desktop.core.context.compression import compress_session
+
+    for n in range(4):
+        await contexts.add(ana.id, f"User: the lynx number {n}", "conversation", session_id="s2")
+
+    async def summarize(_text: str) -> str:
+        return "lynxes"
+
+    memory = await compress_session(contexts, ana.id, "s2", summarize, threshold=2, keep_recent=1)
+    everything = await contexts.page(ContextFilter(session_id="s2"))
+    sources_first = sorted(everything, key=lambda c: c.parent_id is None)
+
+    removed = await contexts.delete([c.id for c in sources_first])
+    assert await contexts.count(ContextFilter(session_id="s2")) == 0
+    assert await contexts.restore(sorted(removed, key=lambda c: c.parent_id is None)) == 5
+
+    restored = await contexts.page(ContextFilter(session_id="s2"))
+    assert {(c.id, c.archived, c.parent_id) for c in restored} == {
+        (c.id, c.archived, c.parent_id) for c in everything
+    }
+    assert memory.id in {c.id for c in restored}
+
+
 async def test_delete_session_removes_only_that_session(contexts, ana, bruno, database):
     doomed = [await contexts.add(ana.id, f"session note {n}", session_id="s1") for n in range(3)]
     kept = [
