@@ -73,9 +73,7 @@ def test_unknown_command_is_refused_in_place_and_help_needs_no_model(loop, data_
     loop.run_until_complete(scenario())
 
 
-def test_agents_are_created_from_a_template_and_answer_the_chat_they_are_picked_for(
-    loop, data_dir
-):
+def test_agents_are_created_from_a_template_and_answer_the_chat_they_are_picked_for(loop, data_dir):
     async def scenario():
         async with running_app(data_dir) as app:
             app.use_mock("Noted.")
