@@ -40,6 +40,7 @@ class Runtime:
     """
 
     _shared: ClassVar[Runtime | None] = None
+    _opening: ClassVar[asyncio.Future[Runtime] | None] = None
 
     def __init__(self, database: Database, completions: Any, bus: EventBus | None = None) -> None:
         self.database = database
@@ -68,10 +69,18 @@ class Runtime:
 
     @classmethod
     async def shared(cls) -> Runtime:
-        """The runtime agents created without one use: the user's data folder."""
-        if cls._shared is None:
-            cls._shared = await cls.open()
-        return cls._shared
+        """The runtime agents created without one use: the user's data folder, opened once
+        however many agents start at the same moment."""
+        if cls._opening is None:
+            cls._opening = asyncio.ensure_future(cls.open())
+        try:
+            runtime = await asyncio.shield(cls._opening)
+        except BaseException:
+            if cls._opening.done():
+                cls._opening = None  # a failed open may be retried
+            raise
+        cls._shared = runtime
+        return runtime
 
     async def close(self) -> None:
         await self.chat.shutdown()
@@ -81,6 +90,7 @@ class Runtime:
         await asyncio.to_thread(self.database.close)
         if Runtime._shared is self:
             Runtime._shared = None
+            Runtime._opening = None
 
 
 class ReplyFailed(RuntimeError):

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from . import commands, events, prompts
@@ -31,7 +32,7 @@ from .context.store import ContextStore, insert_context, touch_contexts
 from .events import EventBus
 from .ratelimit import RateLimiter
 from .store import Agent, AgentStore, ConversationStore, Message, MessageStatus, Role
-from .store.conversations import _update_message
+from .store.conversations import update_message_row
 from .store.models import Context, ContextType, Conversation
 from .validation import validate_message
 
@@ -138,21 +139,19 @@ class ChatService:
         Raises :class:`~mangaba_desktop.core.validation.InvalidMessage` for text that cannot be
         sent (an unknown or incomplete command included),
         :class:`~mangaba_desktop.core.ratelimit.RateLimited` when the agent gets too many
-        requests, and ``RuntimeError`` while this conversation already has a reply streaming.
-        Nothing is stored when it raises.
+        requests, and ``RuntimeError`` while this conversation already has a reply streaming:
+        nothing is stored then. Once the message is stored, a failure to prepare the reply
+        (the store, the context search) is kept as a reply with status ``error``.
         """
         text = validate_message(text)
         command = commands.parse(text)
         with self._turn(conversation_id):
             conversation = await self._conversation(conversation_id)
             agent = await self._agent(conversation)
-            if agent is not None:
-                self.rate_limiter.acquire(agent.id, f"The agent “{agent.name}”")
+            self._limit(agent)
             await self.store.add_message(conversation_id, Role.USER, text)
-            if command is not None and command.local:
-                return await self._answer_locally(conversation, agent, command)
-            return await self._start_reply(
-                conversation, agent, model, use_context=use_context, params=params
+            return await self._reply(
+                conversation, agent, command, model, use_context=use_context, params=params
             )
 
     async def regenerate(self, conversation_id: int, model: str | None = None) -> Message:
@@ -163,12 +162,11 @@ class ChatService:
             last_user = next((m for m in reversed(history) if m.role == Role.USER), None)
             if last_user is None or last_user.id is None:
                 raise LookupError("There is no message to answer in this conversation.")
-            await self.store.delete_messages_from(conversation_id, last_user.id + 1)
             agent = await self._agent(conversation)
+            self._limit(agent)
+            await self.store.delete_messages_from(conversation_id, last_user.id + 1)
             command = commands.parse(last_user.content)
-            if command is not None and command.local:
-                return await self._answer_locally(conversation, agent, command)
-            return await self._start_reply(conversation, agent, model)
+            return await self._reply(conversation, agent, command, model)
 
     async def edit_and_resend(
         self, conversation_id: int, message_id: int, text: str, model: str | None = None
@@ -178,12 +176,11 @@ class ChatService:
         command = commands.parse(text)
         with self._turn(conversation_id):
             conversation = await self._conversation(conversation_id)
+            agent = await self._agent(conversation)
+            self._limit(agent)
             await self.store.delete_messages_from(conversation_id, message_id)
             await self.store.add_message(conversation_id, Role.USER, text)
-            agent = await self._agent(conversation)
-            if command is not None and command.local:
-                return await self._answer_locally(conversation, agent, command)
-            return await self._start_reply(conversation, agent, model)
+            return await self._reply(conversation, agent, command, model)
 
     def stop(self, conversation_id: int) -> bool:
         """Stop the reply streaming in this conversation; what arrived so far is kept."""
@@ -239,6 +236,40 @@ class ChatService:
         if self.agents is None:
             return None
         return await self.agents.resolve(conversation.agent_id)
+
+    def _limit(self, agent: Agent | None) -> None:
+        if agent is not None:
+            self.rate_limiter.acquire(agent.id, f"The agent “{agent.name}”")
+
+    async def _reply(
+        self,
+        conversation: Conversation,
+        agent: Agent | None,
+        command: commands.Command | None,
+        model: str | None,
+        **options: Any,
+    ) -> Message:
+        """Answer the stored question; a failure before the stream starts becomes an error
+        reply, so that the question is never left unanswered without a word."""
+        try:
+            if command is not None and command.local:
+                return await self._answer_locally(conversation, agent, command)
+            return await self._start_reply(conversation, agent, model, **options)
+        except Exception as exc:
+            log.warning("could not start a reply in %s: %s", conversation.id, exc)
+            assert conversation.id is not None
+            try:
+                reply = await self.store.add_message(
+                    conversation.id, Role.ASSISTANT, "", status=MessageStatus.ERROR, model=model
+                )
+                failed = await self.store.update_message(
+                    reply.id or 0, error=f"The reply could not start: {_describe(exc)}"
+                )
+            except LookupError:
+                raise exc from None  # the conversation itself is gone
+            self.bus.publish(events.MESSAGE_FINISHED, message=failed)
+            self.bus.publish(events.ERROR_OCCURRED, source="chat", message=failed.error)
+            return failed
 
     async def _answer_locally(
         self, conversation: Conversation, agent: Agent | None, command: commands.Command
@@ -403,11 +434,16 @@ class ChatService:
         }
         remember = status == MessageStatus.COMPLETE and bool(content) and plan.agent is not None
         # The final write must happen even when this task was cancelled (Stop, shutdown).
-        stored = await asyncio.shield(
-            self.store.db.write(
-                lambda s: self._store_turn(s, reply.id or 0, fields, plan, remember)
+        try:
+            stored = await asyncio.shield(
+                self.store.db.write(
+                    lambda s: self._store_turn(s, reply.id or 0, fields, plan, remember)
+                )
             )
-        )
+        except LookupError:
+            # The conversation was deleted while the reply streamed: nothing left to keep.
+            stored = reply.model_copy(update=fields)
+            remember = False
         self.bus.publish(events.MESSAGE_FINISHED, message=stored)
         self.bus.publish(
             events.AI_REQUEST_COMPLETED,
@@ -428,7 +464,7 @@ class ChatService:
             self.bus.publish(events.ERROR_OCCURRED, source="chat", message=error)
         if remember and self.contexts is not None and plan.agent is not None:
             self.contexts.notify_changed(agent_id=plan.agent.id, session_id=plan.session_id)
-            self._spawn_upkeep(plan.agent.id, plan.session_id, model)
+            self._spawn_upkeep(plan.agent.id, plan.session_id, model, plan.params)
         return stored
 
     def _store_turn(
@@ -440,37 +476,48 @@ class ChatService:
         remember: bool,
     ) -> Message:
         """One transaction: the reply's final state, the turn as a context, the contexts'
-        use counts."""
-        stored = _update_message(session, reply_id, **fields)
-        if remember and plan.agent is not None:
-            now = time.time()
-            question = commands.unescape(plan.question.content)
-            turn = f"User: {question}\nAssistant: {fields['content']}"
-            pieces = [turn] if len(turn) <= MAX_CONTEXT_CHARS else split_passages(turn)
-            for piece in pieces:
-                insert_context(
-                    session,
-                    Context(
-                        agent_id=plan.agent.id,
-                        session_id=plan.session_id,
-                        content=piece,
-                        context_type=plan.context_type,
-                        created_at=now,
-                        source_message_id=reply_id,
-                        digest=digest(plan.context_type, piece),
-                    ),
-                )
-            used = [c.context.id for c in plan.contexts if c.context.id is not None]
-            if used:
-                touch_contexts(session, used, now)
+        use counts. The reply's write never depends on the rest: the memory part runs in a
+        savepoint, and if it fails (the agent was deleted meanwhile) only it is rolled back."""
+        stored = update_message_row(session, reply_id, **fields)
+        if not (remember and plan.agent is not None):
+            return stored
+        agent_id = plan.agent.id
+        try:
+            with session.begin_nested():
+                now = time.time()
+                question = commands.unescape(plan.question.content)
+                turn = f"User: {question}\nAssistant: {fields['content']}"
+                pieces = [turn] if len(turn) <= MAX_CONTEXT_CHARS else split_passages(turn)
+                for piece in pieces:
+                    insert_context(
+                        session,
+                        Context(
+                            agent_id=agent_id,
+                            session_id=plan.session_id,
+                            content=piece,
+                            context_type=plan.context_type,
+                            created_at=now,
+                            source_message_id=reply_id,
+                            digest=digest(plan.context_type, piece),
+                        ),
+                    )
+                used = [c.context.id for c in plan.contexts if c.context.id is not None]
+                if used:
+                    touch_contexts(session, used, now)
+        except SQLAlchemyError as exc:
+            log.warning("the turn of reply %s was not remembered: %s", reply_id, exc)
         return stored
 
-    def _spawn_upkeep(self, agent_id: str, session_id: str | None, model: str) -> None:
-        task = asyncio.ensure_future(self._upkeep_after_turn(agent_id, session_id, model))
+    def _spawn_upkeep(
+        self, agent_id: str, session_id: str | None, model: str, params: dict[str, Any]
+    ) -> None:
+        task = asyncio.ensure_future(self._upkeep_after_turn(agent_id, session_id, model, params))
         self._upkeep.add(task)
         task.add_done_callback(self._upkeep.discard)
 
-    async def _upkeep_after_turn(self, agent_id: str, session_id: str | None, model: str) -> None:
+    async def _upkeep_after_turn(
+        self, agent_id: str, session_id: str | None, model: str, params: dict[str, Any]
+    ) -> None:
         assert self.contexts is not None
         try:
             await self.contexts.evict(agent_id)
@@ -480,7 +527,7 @@ class ChatService:
                     self.contexts,
                     agent_id,
                     session_id,
-                    lambda transcript: self.complete(model, summary_request(transcript)),
+                    lambda transcript: self.complete(model, summary_request(transcript), params),
                     **(
                         {"threshold": threshold, "keep_recent": min(KEEP_RECENT, threshold // 2)}
                         if threshold
@@ -499,9 +546,12 @@ class ChatService:
         except Exception as exc:
             log.warning("context upkeep for %s failed: %s", agent_id, exc)
 
-    async def complete(self, model: str, messages: list[dict[str, str]]) -> str:
+    async def complete(
+        self, model: str, messages: list[dict[str, str]], params: dict[str, Any] | None = None
+    ) -> str:
         """A whole reply at once, for the app's own requests (summaries)."""
-        parts = [p.text async for p in self.completions.stream(model, messages, **self.params)]
+        chosen = self.params if params is None else params
+        parts = [p.text async for p in self.completions.stream(model, messages, **chosen)]
         return post_process("".join(parts))
 
 

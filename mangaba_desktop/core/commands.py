@@ -136,8 +136,8 @@ def parse(text: str) -> Command | None:
         arguments[argument] = value
     if name == "summarize":
         value, after = _take_argument(rest)
-        if value.isdigit():
-            arguments["sentences"] = str(max(1, min(MAX_SENTENCES, int(value))))
+        if value.isdigit() and 1 <= int(value) <= MAX_SENTENCES:
+            arguments["sentences"] = str(int(value))
             rest = after
     if name == "analyze":
         first, newline, after = rest.partition("\n")

@@ -126,7 +126,45 @@ class AgentsDialog(QDialog):
         self.agent_list.setCurrentRow(rows[0] if rows else 0)
         self.delete_button.setEnabled(len(agents) > 1)
 
+    def _form(self) -> dict[str, str]:
+        return {
+            "name": self.name_edit.text(),
+            "persona": self.persona_edit.toPlainText(),
+            "model": self.model_edit.text().strip(),
+            "tags": self.tags_edit.text(),
+        }
+
+    def _shown(self, agent: Agent) -> dict[str, str]:
+        return {
+            "name": agent.name,
+            "persona": agent.persona,
+            "model": agent.model or "",
+            "tags": ", ".join(agent.tag_list),
+        }
+
+    def unsaved(self) -> dict[str, str] | None:
+        """The form's values when they differ from the agent shown, else ``None``."""
+        if self._current is None:
+            return None
+        form = self._form()
+        return form if form != self._shown(self._current) else None
+
+    def done(self, result: int) -> None:
+        # Closing keeps what was typed: the edits are saved (a refused edit keeps it open).
+        if self.unsaved() is not None and self._current is not None:
+            self.spawn(self._save_then_close(result))
+            return
+        super().done(result)
+
+    async def _save_then_close(self, result: int) -> None:
+        if await self.save() is not None:
+            super().done(result)
+
     def _on_current_changed(self, current: QListWidgetItem | None, _old: Any) -> None:
+        previous, edits = self._current, self.unsaved()
+        if previous is not None and edits is not None:
+            # Another agent was picked with edits pending: they are saved, not dropped.
+            self.spawn(self._save_edits(previous, edits))
         agent: Agent | None = current.data(_AGENT_ROLE) if current is not None else None
         self._current = agent
         self.error_label.clear()
@@ -136,19 +174,24 @@ class AgentsDialog(QDialog):
         self.tags_edit.setText(", ".join(agent.tag_list) if agent else "")
         self.id_label.setText(agent.id if agent else "")
 
+    async def _save_edits(self, agent: Agent, edits: dict[str, str]) -> None:
+        try:
+            await self.agents.update(agent.id, **edits)
+        except (InvalidAgent, LookupError) as exc:
+            self.error_label.setText(f"“{agent.name}” was not saved: {exc}")
+            return
+        await self.reload()
+
     async def save(self) -> Agent | None:
         if self._current is None:
             return None
         try:
-            agent = await self.agents.update(
-                self._current.id,
-                name=self.name_edit.text(),
-                persona=self.persona_edit.toPlainText(),
-                model=self.model_edit.text().strip(),
-                tags=self.tags_edit.text(),
-            )
+            agent = await self.agents.update(self._current.id, **self._form())
         except InvalidAgent as exc:
             self.error_label.setText(str(exc))
+            return None
+        except LookupError:
+            self.error_label.setText("This agent was deleted meanwhile; nothing was saved.")
             return None
         self.error_label.clear()
         await self.reload(agent.id)

@@ -97,6 +97,23 @@ def term_weight(matches: int, scope_size: int) -> float:
     return math.log(1.0 + (scope_size - matches + 0.5) / (matches + 0.5))
 
 
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+
+def normalise_length(relevance: dict[int, float], lengths: dict[int, int]) -> dict[int, float]:
+    """BM25's length normalisation: a word in a short note says more than the same word once
+    in a long passage. Applied to the contexts in ``lengths`` (the candidates)."""
+    if not lengths:
+        return relevance
+    average = sum(lengths.values()) / len(lengths) or 1.0
+    factor = {
+        i: (BM25_K1 + 1) / (1 + BM25_K1 * (1 - BM25_B + BM25_B * size / average))
+        for i, size in lengths.items()
+    }
+    return {i: weight * factor.get(i, 1.0) for i, weight in relevance.items()}
+
+
 def score(relevance: float, context: Context, now: float | None = None) -> float:
     now = time.time() if now is None else now
     touched = context.last_accessed or context.created_at

@@ -165,9 +165,9 @@ class ContextStore:
         tag_text = tags_json(tags)
         cleaned = [clean_content(c) for c in contents]
 
-        def job(session: Session) -> list[Context]:
+        def job(session: Session) -> tuple[list[Context], int]:
             now = time.time()
-            return [
+            added = [
                 insert_context(
                     session,
                     Context(
@@ -184,9 +184,12 @@ class ContextStore:
                 )
                 for content in cleaned
             ]
+            # The cap holds however contexts arrive (a big import included).
+            return added, evict_contexts(session, agent_id, cap)
 
-        added = await self.db.write(job)
-        self.notify_changed(added=[c.id for c in added], agent_id=agent_id)
+        cap = self.cap_per_agent
+        added, evicted = await self.db.write(job)
+        self.notify_changed(added=[c.id for c in added], agent_id=agent_id, evicted=evicted)
         return added
 
     # -- reading -------------------------------------------------------------------------------
@@ -526,10 +529,10 @@ def insert_context(session: Session, context: Context) -> Context:
     return context
 
 
-_TERM_HITS = "SELECT rowid FROM contexts_fts WHERE contexts_fts MATCH ? LIMIT ?"
+_TERM_HITS = "SELECT rowid FROM contexts_fts WHERE contexts_fts MATCH ? ORDER BY rowid DESC LIMIT ?"
 _SCOPE_SIZE = "SELECT count(*) FROM contexts_fts WHERE contexts_fts MATCH ?"
 _CANDIDATE_ROWS = """
-    SELECT c.id FROM contexts AS c
+    SELECT c.id, length(c.content) FROM contexts AS c
     WHERE c.id IN (SELECT value FROM json_each(?))
       AND (c.expires_at IS NULL OR c.expires_at > ?)
       AND (c.source_message_id IS NULL
@@ -605,8 +608,9 @@ def retrieve_contexts(
     best = best[: retrieval.CANDIDATES + len(json.loads(excluded))]
     allowed: set[int] = set()
     if best:
-        rows = connection.execute(_CANDIDATE_ROWS, (json.dumps(best), now, excluded))
-        allowed = {row[0] for row in rows}
+        lengths = dict(connection.execute(_CANDIDATE_ROWS, (json.dumps(best), now, excluded)))
+        allowed = set(lengths)
+        relevance = retrieval.normalise_length(relevance, lengths)
     wanted = allowed | set(pinned_ids)
     if not wanted:
         return []
@@ -662,8 +666,15 @@ def evict_contexts(session: Session, agent_id: str, cap: int) -> int:
     ).all()
     if not victims:
         return 0
-    session.exec(delete(Context).where(col(Context.id).in_(list(victims))))
-    return len(victims)
+    chosen = list(victims)
+    # An evicted memory takes its archived sources with it: they were only kept for it.
+    session.exec(
+        delete(Context)
+        .where(col(Context.parent_id).in_(chosen))
+        .where(col(Context.archived).is_(True))
+    )
+    session.exec(delete(Context).where(col(Context.id).in_(chosen)))
+    return len(chosen)
 
 
 def _filter_sql(where: ContextFilter) -> tuple[str, str, dict[str, Any]]:

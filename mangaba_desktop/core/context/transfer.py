@@ -186,7 +186,7 @@ def parse_import(raw: bytes) -> _Parsed:
                     last_accessed=_number(record, "last_accessed", where),
                     access_count=_integer(record, "access_count", where) or 0,
                     expires_at=_number(record, "expires_at", where),
-                    archived=bool(record.get("archived", False)),
+                    archived=_flag(record, "archived", where),
                     digest=digest(context_type, content),
                 ),
             )
@@ -247,6 +247,13 @@ def _checked(check: Any, value: Any, where: str) -> Any:
         return check(value)
     except InvalidContext as exc:
         raise InvalidImport(f"{where}: {exc}") from None
+
+
+def _flag(record: dict[str, Any], name: str, where: str) -> bool:
+    value = record.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidImport(f"{where}.{name} must be true or false, not {json.dumps(value)[:40]}.")
+    return value
 
 
 def _text(record: dict[str, Any], name: str, where: str, required: bool = False) -> str | None:

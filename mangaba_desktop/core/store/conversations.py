@@ -177,11 +177,11 @@ class ConversationStore:
         return message
 
     async def update_message(self, message_id: int, **fields: Any) -> Message:
-        return await self.db.write(lambda s: _update_message(s, message_id, **fields))
+        return await self.db.write(lambda s: update_message_row(s, message_id, **fields))
 
     def snapshot_message(self, message_id: int, content: str) -> None:
         """Queue a save of a growing reply without waiting for it."""
-        self.db.write_soon(lambda s: _update_message(s, message_id, content=content))
+        self.db.write_soon(lambda s: update_message_row(s, message_id, content=content))
 
     async def get_message(self, message_id: int) -> Message | None:
         return await self.db.read(lambda s: s.get(Message, message_id))
@@ -325,7 +325,8 @@ def _update_conversation(session: Session, conversation_id: int, **fields: Any) 
     return conversation
 
 
-def _update_message(session: Session, message_id: int, **fields: Any) -> Message:
+def update_message_row(session: Session, message_id: int, **fields: Any) -> Message:
+    """Change a message inside the caller's transaction (a writer job)."""
     message = session.get(Message, message_id)
     if message is None:
         raise LookupError(f"message {message_id} does not exist")

@@ -648,11 +648,23 @@ class ContextPane(QWidget):
             self.spawn(self.show_context(row.id))
 
     async def show_context(self, context_id: int | None) -> None:
-        """Show a context in the editor (None: clear it); unsaved edits to it are kept."""
+        """Show a context in the editor (None: clear it); unsaved edits to it are kept, and
+        edits to the context shown before are saved first (refused ones stay on screen)."""
         self._shown_serial += 1
         serial = self._shown_serial
         if context_id is not None and context_id == self.editor.context_id and self.editor.dirty:
             return
+        pending = self.editor.context_id
+        if self.editor.dirty and pending is not None and pending != context_id:
+            try:
+                changes = self.editor.changes()
+            except InvalidContext as exc:
+                self.editor.show_error(f"Not saved: {exc} Fix it or press Revert.")
+                return
+            if changes and await self.save(pending, changes) is None:
+                return
+            if serial != self._shown_serial:
+                return
         context = await self.contexts.get(context_id) if context_id is not None else None
         if serial != self._shown_serial:
             return

@@ -3,6 +3,7 @@ capabilities, and the real embedded model for one short reply and the memory dem
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -197,3 +198,16 @@ async def test_memory_demo_puts_the_name_back_into_the_prompt(runtime, monkeypat
         )
     ]
     assert remembered[0] in reply.context_ids
+
+
+async def test_agents_started_together_share_one_database(tmp_path, monkeypatch):
+    monkeypatch.setenv("MANGABA_DATA_DIR", str(tmp_path / "shared"))
+    first, second = MangabaAgent(), MangabaAgent()
+
+    runtimes = await asyncio.gather(first.runtime(), second.runtime())
+
+    try:
+        assert runtimes[0] is runtimes[1]
+        assert runtimes[0].database.path == tmp_path / "shared" / "mangaba.sqlite3"
+    finally:
+        await runtimes[0].close()

@@ -154,9 +154,9 @@ async def test_nothing_relevant_gives_nothing(contexts, ana):
 
 
 async def test_among_equal_matches_priority_breaks_the_tie(contexts, ana):
-    low = await contexts.add(ana.id, "alpha report weekly", priority=Priority.LOW)
-    high = await contexts.add(ana.id, "alpha report monthly", priority=Priority.HIGH)
-    medium = await contexts.add(ana.id, "alpha report yearly", priority=Priority.MEDIUM)
+    low = await contexts.add(ana.id, "alpha report week", priority=Priority.LOW)
+    high = await contexts.add(ana.id, "alpha report year", priority=Priority.HIGH)
+    medium = await contexts.add(ana.id, "alpha report date", priority=Priority.MEDIUM)
 
     found = await contexts.retrieve("alpha report", ana.id, None, touch=False)
 
@@ -406,7 +406,7 @@ async def test_browsing_text_is_all_words_the_last_one_a_prefix(contexts, ana, p
 async def test_eviction_removes_low_before_medium_least_used_and_oldest_first(
     database, bus, ana, bruno
 ):
-    store = ContextStore(database, bus, cap_per_agent=4)
+    store = ContextStore(database, bus)
     used_low = await store.add(ana.id, "low, often used", priority=Priority.LOW)
     old_low = await store.add(ana.id, "low, old", priority=Priority.LOW)
     new_low = await store.add(ana.id, "low, new", priority=Priority.LOW)
@@ -418,6 +418,7 @@ async def test_eviction_removes_low_before_medium_least_used_and_oldest_first(
     await age(database, new_low.id, 1)
     await run_sql(database, "UPDATE contexts SET access_count = 5 WHERE id = :id", id=used_low.id)
 
+    store.cap_per_agent = 4
     assert await store.evict(ana.id) == 2
 
     left = {c.id for c in await store.page(ContextFilter(agent_id=ana.id))}
@@ -447,12 +448,46 @@ async def test_high_and_critical_are_never_evicted_even_above_the_cap(database, 
 
 async def test_archived_contexts_neither_count_nor_get_evicted(database, bus, ana):
     store = ContextStore(database, bus, cap_per_agent=2)
-    archived = [await store.add(ana.id, f"archived {n}") for n in range(3)]
+    archived = [await store.add(ana.id, f"archived {n}") for n in range(2)]
+    await run_sql(database, "UPDATE contexts SET archived = 1")
+    archived.append(await store.add(ana.id, "archived 2"))
     await run_sql(database, "UPDATE contexts SET archived = 1")
     live = [await store.add(ana.id, f"live {n}") for n in range(2)]
 
     assert await store.evict(ana.id) == 0
     assert await store.count(ContextFilter(agent_id=ana.id)) == len(archived) + len(live)
+
+
+async def test_adding_beyond_the_cap_evicts_at_once_and_says_so(database, bus, ana):
+    store = ContextStore(database, bus, cap_per_agent=3)
+    log = EventLog(bus)
+    kept = await store.add(ana.id, "important", priority=Priority.HIGH)
+    await store.add_many(ana.id, [f"note {n}" for n in range(5)])
+
+    assert await store.count(ContextFilter(agent_id=ana.id)) == 3
+    assert await store.get(kept.id) is not None
+    assert sum(p.get("evicted", 0) for p in log.payloads(events.CONTEXTS_CHANGED)) == 3
+
+
+async def test_an_evicted_memory_takes_its_archived_sources_with_it(database, bus, ana):
+    from mangaba_desktop.core.context.compression import compress_session
+
+    store = ContextStore(database, bus)
+    for n in range(4):
+        await store.add(ana.id, f"User: the puma number {n}", "conversation", session_id="s9")
+
+    async def summarize(_text: str) -> str:
+        return "pumas"
+
+    memory = await compress_session(store, ana.id, "s9", summarize, threshold=2, keep_recent=1)
+    store.cap_per_agent = 1
+    await run_sql(
+        database, "UPDATE contexts SET priority = 3 WHERE archived = 0 AND id != :id", id=memory.id
+    )
+
+    assert await store.evict(ana.id) == 1
+    assert await store.get(memory.id) is None
+    assert await store.count(ContextFilter(agent_id=ana.id)) == 1  # the live turn only
 
 
 # -- adding: duplicates, tags, sizes -----------------------------------------------------------

@@ -7,6 +7,7 @@ the context store and the database are real.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -547,3 +548,65 @@ async def test_upkeep_evicts_turns_but_keeps_important_knowledge(
     left = await contexts.page(ContextFilter(agent_id=ana.id), descending=False)
     assert [c.id for c in left][:2] == [important.id, pinned.id]
     assert [c.content for c in left[2:]] == ["User: Pergunta 3\nAssistant: Resposta 3"]
+
+
+# -- failures around a turn ------------------------------------------------------------------
+
+
+async def test_deleting_the_agent_while_it_answers_keeps_the_whole_reply(
+    chat, source, store, agents, ana, db_path
+):
+    from tests.helpers.db import query_file
+
+    await agents.create("Spare", "")  # so that Ana is not the last agent
+    conversation = await store.create(agent_id=ana.id)
+    source.pieces = [f"piece{n} " for n in range(12)]
+    source.interval = 0.03
+    log = EventLog(chat.bus)
+    await chat.send(conversation.id, "Conte uma história")
+    while not log.payloads(events.MESSAGE_DELTA):
+        await asyncio.sleep(0.01)
+
+    await agents.delete(ana.id)
+    done = await chat.wait(conversation.id)
+
+    assert done.status == MessageStatus.COMPLETE
+    assert done.content == "".join(source.pieces).strip()
+    assert query_file(db_path, "SELECT status, content FROM messages WHERE id = ?", (done.id,)) == [
+        ("complete", done.content)
+    ]
+    assert query_file(db_path, "SELECT count(*) FROM contexts") == [(0,)]
+    assert [p["message"].id for p in log.payloads(events.MESSAGE_FINISHED)] == [done.id]
+
+
+async def test_a_reply_that_cannot_start_is_kept_as_an_error_and_the_question_stays(
+    chat, store, contexts, ana, monkeypatch
+):
+    conversation = await store.create(agent_id=ana.id)
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("disk I/O error")
+
+    monkeypatch.setattr(contexts, "retrieve", broken)
+
+    reply = await chat.send(conversation.id, "Olá")
+
+    assert reply.status == MessageStatus.ERROR
+    assert "could not start" in (reply.error or "") and "disk I/O error" in reply.error
+    stored = await store.page(conversation.id)
+    assert [(m.role, m.status) for m in stored] == [("user", "complete"), ("assistant", "error")]
+    assert not chat.is_streaming(conversation.id)
+
+
+async def test_regenerate_and_edit_are_rate_limited_too(make_chat, source, store, ana):
+    clock = [0.0]
+    chat = make_chat(rate_limiter=RateLimiter(per_minute=1, burst=1, clock=lambda: clock[0]))
+    conversation = await store.create(agent_id=ana.id)
+    await turn(chat, source, conversation.id, "Primeira")
+
+    with pytest.raises(RateLimited):
+        await chat.regenerate(conversation.id)
+    first = (await store.page(conversation.id))[0]
+    with pytest.raises(RateLimited):
+        await chat.edit_and_resend(conversation.id, first.id, "Outra")
+    assert [m.content for m in await store.page(conversation.id)] == ["Primeira", "ok"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 from pathlib import Path
 
@@ -79,6 +80,7 @@ def test_agents_are_created_from_a_template_and_answer_the_chat_they_are_picked_
             app.use_mock("Noted.")
             pane = app.pane
             dialog = AgentsDialog(app.application.runtime.agents, app.application.spawn, pane)
+            dialog.open()
             finance = await dialog.create_from(next(t for t in TEMPLATES if t.name == "Finance"))
             dialog.name_edit.setText("Fin")
             dialog.tags_edit.setText("finance, reports")
@@ -86,7 +88,15 @@ def test_agents_are_created_from_a_template_and_answer_the_chat_they_are_picked_
             dialog.tags_edit.setText("bad tag!")
             assert await dialog.save() is None
             assert "may hold only letters" in dialog.error_label.text()
+            # Closing with edits pending saves them rather than dropping what was typed.
+            dialog.tags_edit.setText("finance, reports")
+            dialog.persona_edit.setPlainText("You answer about money, briefly.")
             dialog.close()
+            await until(lambda: not dialog.isVisible())
+            # Freed here, on the GUI thread: a collection on a worker thread makes Qt warn.
+            dialog.deleteLater()
+            await asyncio.sleep(0)
+            gc.collect()
             await until(lambda: pane.agent_combo.findData(finance.id) >= 0)
 
             finished = app.reply_finished()
@@ -104,9 +114,9 @@ def test_agents_are_created_from_a_template_and_answer_the_chat_they_are_picked_
             await asyncio.wait_for(finished, 60)
 
         [(default_id,)] = rows(data_dir, "SELECT id FROM agents WHERE name = 'Mangaba'")
-        assert rows(data_dir, "SELECT name, tags FROM agents WHERE id = ?", (finance.id,)) == [
-            ("Fin", '["finance", "reports"]')
-        ]
+        assert rows(
+            data_dir, "SELECT name, tags, persona FROM agents WHERE id = ?", (finance.id,)
+        ) == [("Fin", '["finance", "reports"]', "You answer about money, briefly.")]
         assert rows(data_dir, "SELECT agent_id FROM contexts ORDER BY id") == [
             (default_id,),
             (finance.id,),
