@@ -190,11 +190,60 @@ _SEARCH_PREFIXES = """
 """
 
 
+# Message ids are never reused: without AUTOINCREMENT a regenerated reply could take the id of
+# the one it replaced, and a search hit or a reply's contexts could point at another message.
+# The table is rebuilt with the same ids; the index triggers are dropped first, so the copy does
+# not touch the full-text index, whose rowids stay right.
+_MESSAGE_IDS_NEVER_REUSED = """
+        DROP TRIGGER messages_fts_insert;
+        DROP TRIGGER messages_fts_delete;
+        DROP TRIGGER messages_fts_update;
+        CREATE TABLE messages_rebuilt (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'system')),
+            content TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            status TEXT NOT NULL DEFAULT 'complete'
+                CHECK (status IN ('complete', 'streaming', 'interrupted', 'queued', 'error')),
+            model TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_ms REAL,
+            time_to_first_token_ms REAL,
+            error TEXT,
+            request_id TEXT,
+            context_ids TEXT
+        );
+        INSERT INTO messages_rebuilt SELECT
+            id, conversation_id, role, content, created_at, status, model, prompt_tokens,
+            completion_tokens, latency_ms, time_to_first_token_ms, error, request_id, context_ids
+            FROM messages;
+        DROP TABLE messages;
+        ALTER TABLE messages_rebuilt RENAME TO messages;
+        CREATE INDEX ix_messages_conversation ON messages(conversation_id, id);
+        CREATE INDEX ix_messages_status ON messages(status) WHERE status <> 'complete';
+        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+        END;
+        CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, content)
+                VALUES ('delete', old.id, old.content);
+        END;
+        CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, content)
+                VALUES ('delete', old.id, old.content);
+            INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+        END;
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "conversations and messages", _CONVERSATIONS_AND_MESSAGES),
     Migration(2, "full-text search over messages", _FULL_TEXT_SEARCH),
     Migration(3, "agents and the context store", _AGENTS_AND_CONTEXTS),
     Migration(4, "prefix indexes for message search", _SEARCH_PREFIXES),
+    Migration(5, "message ids never reused", _MESSAGE_IDS_NEVER_REUSED),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -75,7 +75,7 @@ async def test_version_1_file_is_migrated_after_a_backup_and_its_messages_are_se
 
     db, store = open_store(db_path)
     try:
-        assert [m.version for m in db.applied_migrations] == [2, 3, 4]
+        assert [m.version for m in db.applied_migrations] == [2, 3, 4, 5]
         assert schema_version(db_path) == migrations.LATEST_VERSION
         hits = await store.search("oceanario")  # diacritics folded: Oceanário
         conversations = await store.list()
@@ -92,6 +92,26 @@ async def test_version_1_file_is_migrated_after_a_backup_and_its_messages_are_se
     assert backups[0].parent == backup_dir(db_path)
     assert schema_version(backups[0]) == 1
     assert query_file(backups[0], "SELECT role, content FROM messages ORDER BY id") == OLD_MESSAGES
+
+
+@pytest.mark.asyncio
+async def test_a_deleted_messages_id_is_never_given_to_another(db_path):
+    make_v1_file(db_path)  # migrated: the rebuilt table keeps the old ids and stops reusing them
+    db, store = open_store(db_path)
+    try:
+        old_ids = [m.id for m in await store.page(1)]
+        last = await store.add_message(1, Role.ASSISTANT, "A reply to regenerate")
+        await store.delete_messages_from(1, last.id)
+        again = await store.add_message(1, Role.ASSISTANT, "The regenerated reply")
+        hits = await store.search("regenerate")
+    finally:
+        db.close()
+
+    assert [m[0] for m in query_file(db_path, "SELECT id FROM messages ORDER BY id")][
+        :-1
+    ] == old_ids
+    assert again.id > last.id
+    assert [h.message_id for h in hits] == [again.id]
 
 
 @pytest.mark.asyncio
