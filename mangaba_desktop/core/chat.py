@@ -211,6 +211,8 @@ class ChatService:
         for task in list(self._upkeep):
             task.cancel()
         await asyncio.gather(*self._upkeep, return_exceptions=True)
+        if self.contexts is not None:
+            await self.contexts.stop_indexing()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -521,6 +523,10 @@ class ChatService:
         assert self.contexts is not None
         try:
             await self.contexts.evict(agent_id)
+            if self.contexts.embedder is not None:
+                await self.contexts.index_embeddings(
+                    agent_id=agent_id, session_id=session_id, limit=50
+                )
             threshold = self.compress_after
             if session_id is not None and threshold != 0:
                 memory = await compress_session(

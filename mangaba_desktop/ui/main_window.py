@@ -137,6 +137,15 @@ class MainWindow(QMainWindow):
         self.export_json_action = self._action("Export as &JSON…", lambda: self._on_export("json"))
         self.stop_action = self._action("&Stop reply", self._on_stop, "Esc")
         self.regenerate_action = self._action("&Regenerate reply", self._on_regenerate, "Ctrl+R")
+        self.embeddings_action = self._action(
+            "Find memories by &meaning (embeddings, local model)",
+            lambda: self.set_embeddings(self.embeddings_action.isChecked()),
+        )
+        self.embeddings_action.setCheckable(True)
+        self.embeddings_action.setToolTip(
+            "Also rank what the agents remember by similarity of meaning, not only by shared "
+            "words. Uses the local model in the background."
+        )
         self.export_memory_action = self._action("Export agents' &memory…", self._on_export_memory)
         self.import_memory_action = self._action("&Import memory…", self._on_import_memory)
         self.chat_actions = [
@@ -148,6 +157,7 @@ class MainWindow(QMainWindow):
             self.regenerate_action,
             self.export_memory_action,
             self.import_memory_action,
+            self.embeddings_action,
         ]
         for action in self.chat_actions:
             action.setEnabled(False)
@@ -167,6 +177,8 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.search_action)
         chat_menu.addAction(self.stop_action)
         chat_menu.addAction(self.regenerate_action)
+        chat_menu.addSeparator()
+        chat_menu.addAction(self.embeddings_action)
 
         view_menu = bar.addMenu("&View")
         for dock in (self.chat_dock, *self.side_docks):
@@ -204,6 +216,9 @@ class MainWindow(QMainWindow):
             action.setEnabled(True)
         self._on_streaming_changed(False)
         self._watch_network()
+        if self._settings.value("memory/embeddings", False, type=bool):
+            self.embeddings_action.setChecked(True)
+            self.set_embeddings(True)
         await self.chat_pane.start()
         await self.context_pane.start()
 
@@ -212,6 +227,35 @@ class MainWindow(QMainWindow):
             await self.chat_pane.flush()
         if self.context_pane is not None:
             await self.context_pane.flush()
+        await self._close_embedder()
+
+    def set_embeddings(self, enabled: bool) -> None:
+        """Turn vector similarity in retrieval on (embedding the backlog in the background)
+        or off; the choice is kept for the next start."""
+        if self.runtime is None or self._spawn is None:
+            return
+        self._settings.setValue("memory/embeddings", enabled)
+        contexts = self.runtime.contexts
+        if enabled and contexts.embedder is None:
+            from ..core.context.embeddings import LocalEmbedder
+
+            contexts.embedder = LocalEmbedder()
+            contexts.index_soon()
+            self.show_status("Memories are being embedded in the background.")
+        elif not enabled and contexts.embedder is not None:
+            self._spawn(self._close_embedder())
+
+    async def _close_embedder(self) -> None:
+        import asyncio
+
+        if self.runtime is None:
+            return
+        contexts = self.runtime.contexts
+        embedder, contexts.embedder = contexts.embedder, None
+        await contexts.stop_indexing()
+        closer = getattr(embedder, "close", None)
+        if closer is not None:
+            await asyncio.to_thread(closer)
 
     async def load_models(self, completions: Completions) -> None:
         self.model_label.setText("Model: loading the local model…")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlalchemy import text
 from sqlmodel import Session, col, delete, func, select, update
 
@@ -22,6 +24,16 @@ from ..events import EventBus
 from ..store.database import Database
 from ..store.models import Context, ContextType, Priority
 from . import retrieval
+from .embeddings import (
+    MIN_SIMILARITY,
+    SIMILARITY_MARGIN,
+    VECTOR_HITS,
+    VECTOR_POOL,
+    Embedder,
+    fuse,
+    pack,
+    unpack,
+)
 from .passages import (
     InvalidContext,
     clean_content,
@@ -30,6 +42,8 @@ from .passages import (
     tags_json,
 )
 from .retrieval import RetrievedContext
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CAP_PER_AGENT = 50_000
 """Live contexts an agent keeps before the least valuable LOW and MEDIUM ones are evicted."""
@@ -94,11 +108,19 @@ class ContextStore:
     """
 
     def __init__(
-        self, database: Database, bus: EventBus, *, cap_per_agent: int = DEFAULT_CAP_PER_AGENT
+        self,
+        database: Database,
+        bus: EventBus,
+        *,
+        cap_per_agent: int = DEFAULT_CAP_PER_AGENT,
+        embedder: Embedder | None = None,
     ) -> None:
         self.db = database
         self.bus = bus
         self.cap_per_agent = cap_per_agent
+        self.embedder = embedder
+        """Adds vector similarity to retrieval when set (see :mod:`.embeddings`)."""
+        self._indexing: set[asyncio.Task[int]] = set()
         self._sources_of_deleted: dict[int, list[int]] = {}
         """Memory id → the sources it summarised, for an undo of the memory's deletion."""
 
@@ -190,6 +212,8 @@ class ContextStore:
         cap = self.cap_per_agent
         added, evicted = await self.db.write(job)
         self.notify_changed(added=[c.id for c in added], agent_id=agent_id, evicted=evicted)
+        if self.embedder is not None:
+            self.index_soon(ids=[c.id for c in added if c.id is not None])
         return added
 
     # -- reading -------------------------------------------------------------------------------
@@ -226,8 +250,15 @@ class ContextStore:
         out. Their ``access_count`` and ``last_accessed`` are updated unless ``touch`` is false.
         """
         excluded = json.dumps(sorted(set(exclude_message_ids)))
+        vector: tuple[str, np.ndarray] | None = None
+        embedder = self.embedder
+        if embedder is not None and query.strip():
+            try:
+                vector = (embedder.name, (await embedder.embed([query]))[0])
+            except Exception as exc:  # the words alone still find what they find
+                log.warning("embedding the query with %s failed: %s", embedder.name, exc)
         found = await self.db.read(
-            lambda s: retrieve_contexts(s, query, agent_id, session_id, limit, excluded)
+            lambda s: retrieve_contexts(s, query, agent_id, session_id, limit, excluded, vector)
         )
         if touch and found:
             ids = [r.context.id for r in found if r.context.id is not None]
@@ -468,6 +499,57 @@ class ContextStore:
 
         return await self.db.read(job)
 
+    # -- embeddings ------------------------------------------------------------------------------
+
+    async def index_embeddings(
+        self,
+        *,
+        ids: Sequence[int] | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        limit: int = 5000,
+        batch: int = 32,
+    ) -> int:
+        """Give live contexts an embedding from the current embedder (newest first): those in
+        ``ids``, or of an agent (and session), or any; returns how many were embedded."""
+        embedder = self.embedder
+        if embedder is None:
+            return 0
+        header = embedding_header(embedder.name)
+        done = 0
+        while done < limit:
+            size = min(batch, limit - done)
+            todo = await self.db.read(
+                lambda s, n=size: missing_embeddings(s, header, ids, agent_id, session_id, n)
+            )
+            if not todo:
+                break
+            vectors = await embedder.embed([content for _, content in todo])
+            blobs = [(pack(embedder.name, v), i) for (i, _), v in zip(todo, vectors, strict=True)]
+            await self.db.write(lambda s, rows=blobs: store_embeddings(s, rows))
+            done += len(todo)
+        return done
+
+    def index_soon(self, **scope: Any) -> None:
+        """Embed in the background (after a turn, an import)."""
+        task = asyncio.ensure_future(self.index_embeddings(**scope))
+        self._indexing.add(task)
+        task.add_done_callback(self._indexed)
+
+    def _indexed(self, task: asyncio.Task[int]) -> None:
+        self._indexing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("embedding contexts failed: %s", task.exception())
+
+    async def wait_indexing(self) -> None:
+        while self._indexing:
+            await asyncio.gather(*list(self._indexing), return_exceptions=True)
+
+    async def stop_indexing(self) -> None:
+        for task in list(self._indexing):
+            task.cancel()
+        await asyncio.gather(*self._indexing, return_exceptions=True)
+
     # -- browsing (the Context pane) -----------------------------------------------------------
 
     async def count(self, where: ContextFilter) -> int:
@@ -592,6 +674,7 @@ def retrieve_contexts(
     session_id: str | None,
     limit: int,
     excluded: str = "[]",
+    vector: tuple[str, np.ndarray] | None = None,
 ) -> list[RetrievedContext]:
     now = time.time()
     # The plain sqlite3 connection: these statements return thousands of ids, and going
@@ -611,6 +694,12 @@ def retrieve_contexts(
         lengths = dict(connection.execute(_CANDIDATE_ROWS, (json.dumps(best), now, excluded)))
         allowed = set(lengths)
         relevance = retrieval.normalise_length(relevance, lengths)
+    fused: dict[int, float] | None = None
+    if vector is not None:
+        similar = most_similar(connection, vector, agent_id, session_id, allowed, now, excluded)
+        lexical = sorted(allowed, key=lambda i: (relevance.get(i, 0.0), i), reverse=True)
+        fused = fuse(lexical, similar)
+        allowed |= set(similar)
     wanted = allowed | set(pinned_ids)
     if not wanted:
         return []
@@ -621,9 +710,12 @@ def retrieve_contexts(
         for i in pinned_ids
         if i in by_id
     ]
+    strength = fused if fused is not None else relevance
     ranked = sorted(
         (
-            RetrievedContext(by_id[i], retrieval.score(relevance[i], by_id[i], now), relevance[i])
+            RetrievedContext(
+                by_id[i], retrieval.score(strength[i], by_id[i], now), relevance.get(i, 0.0)
+            )
             for i in allowed
             if i in by_id and i not in pinned_ids
         ),
@@ -631,6 +723,83 @@ def retrieve_contexts(
         reverse=True,
     )
     return pinned + ranked[: max(0, limit - len(pinned))]
+
+
+_RECENT_IN_SCOPE = """
+    SELECT id, embeddings FROM contexts
+    WHERE agent_id = ? AND archived = 0 AND (session_id = ? OR session_id IS NULL)
+      AND embeddings IS NOT NULL
+      AND (expires_at IS NULL OR expires_at > ?)
+      AND (source_message_id IS NULL
+           OR source_message_id NOT IN (SELECT value FROM json_each(?)))
+    ORDER BY id DESC
+    LIMIT ?
+"""
+_EMBEDDINGS_OF = "SELECT id, embeddings FROM contexts WHERE id IN (SELECT value FROM json_each(?))"
+
+
+def most_similar(
+    connection: sqlite3.Connection,
+    vector: tuple[str, np.ndarray],
+    agent_id: str,
+    session_id: str | None,
+    candidates: set[int],
+    now: float,
+    excluded: str,
+) -> list[int]:
+    """Ids of the contexts most similar to the query, best first: among the word-matched
+    candidates and the newest contexts in scope, those embedded by the same model."""
+    model, query = vector
+    rows = list(
+        connection.execute(_RECENT_IN_SCOPE, (agent_id, session_id, now, excluded, VECTOR_POOL))
+    )
+    if candidates:
+        rows += connection.execute(_EMBEDDINGS_OF, (json.dumps(sorted(candidates)),)).fetchall()
+    ids: list[int] = []
+    vectors: list[np.ndarray] = []
+    for context_id, blob in rows:
+        unpacked = unpack(blob, model)
+        if unpacked is not None and unpacked.shape == query.shape and context_id not in ids:
+            ids.append(context_id)
+            vectors.append(unpacked)
+    if not ids:
+        return []
+    similarity = np.stack(vectors) @ query
+    order = np.argsort(-similarity)[:VECTOR_HITS]
+    floor = max(MIN_SIMILARITY, float(similarity[order[0]]) - SIMILARITY_MARGIN)
+    return [ids[i] for i in order if similarity[i] >= floor]
+
+
+def embedding_header(model: str) -> bytes:
+    return pack(model, np.zeros(0, dtype=np.float32))
+
+
+def missing_embeddings(
+    session: Session,
+    header: bytes,
+    ids: Sequence[int] | None,
+    agent_id: str | None,
+    session_id: str | None,
+    limit: int,
+) -> list[tuple[int, str]]:
+    """Live contexts without an embedding from the model of ``header``, newest first."""
+    clauses = ["archived = 0", "(embeddings IS NULL OR substr(embeddings, 1, ?) != ?)"]
+    params: list[Any] = [len(header), header]
+    if ids is not None:
+        clauses.append("id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(list(ids)))
+    if agent_id is not None:
+        clauses.append("agent_id = ?")
+        params.append(agent_id)
+    if session_id is not None:
+        clauses.append("session_id = ?")
+        params.append(session_id)
+    sql = f"SELECT id, content FROM contexts WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?"
+    return list(raw_connection(session).execute(sql, (*params, limit)))
+
+
+def store_embeddings(session: Session, rows: list[tuple[bytes, int]]) -> None:
+    raw_connection(session).executemany("UPDATE contexts SET embeddings = ? WHERE id = ?", rows)
 
 
 def touch_contexts(session: Session, ids: list[int], now: float) -> None:

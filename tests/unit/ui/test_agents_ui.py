@@ -7,6 +7,7 @@ import gc
 import sqlite3
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
@@ -149,5 +150,37 @@ def test_selecting_a_reply_tells_which_contexts_it_was_given(loop, data_dir):
             await until(lambda: selected and selected[-1] == [fact.id])
             view.setCurrentIndex(app.pane.messages.index(0))
             await until(lambda: selected[-1] == [])
+
+    loop.run_until_complete(scenario())
+
+
+@pytest.mark.model
+def test_finding_memories_by_meaning_embeds_them_and_stays_on_after_a_restart(loop, data_dir):
+    async def scenario():
+        async with running_app(data_dir) as app:
+            runtime = app.application.runtime
+            agent = await runtime.agents.default()
+            await runtime.contexts.add(agent.id, "Invoices are paid on the fifth business day.")
+            action = app.window.embeddings_action
+            assert not action.isChecked() and runtime.contexts.embedder is None
+
+            action.trigger()
+            await runtime.contexts.wait_indexing()
+            assert rows(data_dir, "SELECT count(*) FROM contexts WHERE embeddings IS NULL") == [
+                (0,)
+            ]
+            found = await runtime.contexts.retrieve("When do bills get settled?", agent.id, None)
+            assert [r.context.content for r in found][:1] == [
+                "Invoices are paid on the fifth business day."
+            ]
+
+        async with running_app(data_dir) as app:
+            assert app.window.embeddings_action.isChecked()
+            assert app.application.runtime.contexts.embedder is not None
+            app.window.embeddings_action.trigger()
+            await until(lambda: app.application.runtime.contexts.embedder is None)
+
+        async with running_app(data_dir) as app:
+            assert not app.window.embeddings_action.isChecked()
 
     loop.run_until_complete(scenario())
