@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mangaba_desktop.core.context import ContextStore
 from mangaba_desktop.core.events import EventBus
 from mangaba_desktop.core.paths import DATABASE_NAME
-from mangaba_desktop.core.store import ConversationStore, Database
+from mangaba_desktop.core.store import AgentStore, ConversationStore, Database
 
 
 @pytest.fixture
@@ -34,6 +35,16 @@ def bus() -> EventBus:
 @pytest.fixture
 def store(database: Database, bus: EventBus) -> ConversationStore:
     return ConversationStore(database, bus)
+
+
+@pytest.fixture
+def agents(database: Database, bus: EventBus) -> AgentStore:
+    return AgentStore(database, bus)
+
+
+@pytest.fixture
+def contexts(database: Database, bus: EventBus) -> ContextStore:
+    return ContextStore(database, bus)
 
 
 @pytest.fixture

@@ -64,7 +64,6 @@ class TurnPlan:
     contexts: list[RetrievedContext]
     question: Message
     context_type: str = ContextType.CONVERSATION.value
-    dropped_history: int = 0
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -332,7 +331,6 @@ class ChatService:
             contexts=used,
             question=question,
             context_type=command.context_type if command else ContextType.CONVERSATION.value,
-            dropped_history=len(history) - len(window),
         )
 
     async def _start_reply(

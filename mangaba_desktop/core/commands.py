@@ -169,14 +169,6 @@ def as_typed(name: str, body: str, **arguments: str) -> str:
     return f"{head}\n{body}"
 
 
-def completions_for(prefix: str) -> list[CommandSpec]:
-    """Commands whose name starts with what follows ``/`` in ``prefix``."""
-    if not prefix.startswith("/") or " " in prefix:
-        return []
-    wanted = prefix[1:].lower()
-    return [spec for name, spec in COMMANDS.items() if name.startswith(wanted)]
-
-
 def help_text() -> str:
     lines = ["Commands:"]
     lines += [f"  {spec.usage} — {spec.summary}" for spec in COMMANDS.values()]

@@ -119,7 +119,6 @@ class Application:
         self.store = self.runtime.conversations
         self.chat = self.runtime.chat
         interrupted = await self.store.recover_interrupted()
-        await self.runtime.contexts.cleanup_expired()
         await self.window.attach(self.runtime, self.spawn)
         if interrupted:
             self.window.show_status(
@@ -128,6 +127,7 @@ class Application:
             )
         self.spawn(self.window.load_models(self.completions))
         self.spawn(asyncio.to_thread(self.database.daily_backup))
+        self.spawn(self.runtime.contexts.cleanup_expired())
         return True
 
     async def _stop_services(self) -> None:

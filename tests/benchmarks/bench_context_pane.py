@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import json
 import os
@@ -37,7 +36,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchlib import emit, log, summary_ms
+from benchlib import emit, log, meta_path, summary_ms
+
+from mangaba_desktop.core.context.passages import digest
 
 GENERATOR_VERSION = 1
 """Bump when the generated data changes, so that cached databases are rebuilt."""
@@ -54,10 +55,6 @@ TAGS = [
 
 
 # -- the database ---------------------------------------------------------------------------------
-
-
-def meta_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".meta.json")
 
 
 def words(rng: random.Random, size: int) -> list[str]:
@@ -141,7 +138,7 @@ def build(db_path: Path, spec: dict[str, Any]) -> dict[str, Any]:
                     rng.randint(1, 40) if touched else 0,
                     rng.randrange(1, i - 50) if archived else None,
                     int(archived),
-                    hashlib.sha1(f"{kind}\0{content}".encode()).hexdigest()[:24],
+                    digest(kind, content),
                 )
             )
         connection.executemany(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import random
 import sqlite3
@@ -37,9 +36,10 @@ from typing import Any
 
 import numpy as np
 from bench_search import vocabulary, zipf_weights
-from benchlib import emit, log, summary_ms
+from benchlib import cached_meta, emit, log, meta_path, summary_ms, warm_os_cache
 
 from mangaba_desktop.core.context import ContextStore
+from mangaba_desktop.core.context.passages import digest
 from mangaba_desktop.core.context.retrieval import query_terms
 from mangaba_desktop.core.events import EventBus
 from mangaba_desktop.core.store.database import Database
@@ -57,15 +57,6 @@ ARCHIVED_SHARE = 0.08
 """Conversation contexts that a compression archived (kept in the index under ``x`` tokens)."""
 COMMON_RANKS = 60
 TAGS = "finance legal medical marketing docs python travel health school taxes".split()  # noqa: SIM905
-
-
-def digest(context_type: str, content: str) -> str:
-    """As :func:`mangaba_desktop.core.context.passages.digest`."""
-    return hashlib.sha1(f"{context_type}\0{content}".encode()).hexdigest()[:24]
-
-
-def meta_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".meta.json")
 
 
 class TextMaker:
@@ -309,16 +300,6 @@ def build(db_path: Path, spec: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def cached_meta(db_path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        meta = json.loads(meta_path(db_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if meta.get("spec") != spec or not db_path.is_file():
-        return None
-    return meta
-
-
 def prepare(contexts: int, args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
     spec = {
         "generator": GENERATOR_VERSION,
@@ -465,12 +446,6 @@ def stage_breakdown(db_path: Path, queries: list[dict[str, Any]]) -> dict[str, f
     finally:
         database.close()
     return {name: round(total / len(queries) * 1000, 3) for name, total in totals.items()}
-
-
-def warm_os_cache(db_path: Path) -> None:
-    with open(db_path, "rb") as file:
-        while file.read(16 * 1024 * 1024):
-            pass
 
 
 def describe(db_path: Path, meta: dict[str, Any], reused: bool) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import emit, log, summary_ms
+from benchlib import cached_meta, emit, log, meta_path, summary_ms, warm_os_cache
 from sqlalchemy import text
 
 from mangaba_desktop.core.store.conversations import title_from
@@ -84,10 +84,6 @@ def zipf_weights(size: int, exponent: float) -> np.ndarray:
 
 
 # -- building the database ---------------------------------------------------------------------
-
-
-def meta_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".meta.json")
 
 
 def build(db_path: Path, spec: dict[str, Any]) -> dict[str, Any]:
@@ -202,16 +198,6 @@ def build(db_path: Path, spec: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def cached_meta(db_path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        meta = json.loads(meta_path(db_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if meta.get("spec") != spec or not db_path.is_file():
-        return None
-    return meta
-
-
 # -- queries --------------------------------------------------------------------------------------
 
 
@@ -305,13 +291,6 @@ def timed(
         "queries_with_full_page": sum(1 for h in hits if h >= 50),
         "total_seconds": round(sum(everything), 3),
     }
-
-
-def warm_os_cache(db_path: Path) -> None:
-    """Read the file once so that both contenders start from the same warm page cache."""
-    with open(db_path, "rb") as file:
-        while file.read(16 * 1024 * 1024):
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:

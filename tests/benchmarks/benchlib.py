@@ -13,6 +13,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -84,3 +85,29 @@ def emit(benchmark: str, *, quick: bool, parameters: dict[str, Any], **fields: A
         **fields,
     }
     print(json.dumps(result, indent=2, default=str))
+
+
+# -- databases built once and reused -----------------------------------------------------------
+
+
+def meta_path(db_path: Path) -> Path:
+    """Where the description of a cached benchmark database lives."""
+    return db_path.with_name(db_path.name + ".meta.json")
+
+
+def cached_meta(db_path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The description of ``db_path`` if it was built from ``spec``, else ``None``."""
+    try:
+        meta = json.loads(meta_path(db_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("spec") != spec or not db_path.is_file():
+        return None
+    return meta
+
+
+def warm_os_cache(db_path: Path) -> None:
+    """Read the file once so that every contender starts from the same warm page cache."""
+    with open(db_path, "rb") as file:
+        while file.read(16 * 1024 * 1024):
+            pass

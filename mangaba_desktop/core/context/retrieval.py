@@ -55,10 +55,6 @@ def scope_tokens(agent_id: str, session_id: str | None) -> tuple[str, str]:
     return "s" + f"{agent_id}/{session_id}".encode().hex(), agent_wide
 
 
-def agent_token(agent_id: str) -> str:
-    return "a" + agent_id.encode("utf-8").hex()
-
-
 def query_terms(text: str) -> list[str]:
     """Distinct words of ``text`` worth searching for, in order, stopwords left out (unless
     nothing else is left)."""

@@ -23,6 +23,7 @@ from .. import events
 from ..events import EventBus
 from ..store.database import Database
 from ..store.models import Context, ContextType, Priority
+from ..store.rows import update_row
 from . import retrieval
 from .embeddings import (
     MIN_SIMILARITY,
@@ -221,18 +222,6 @@ class ContextStore:
     async def get(self, context_id: int) -> Context | None:
         return await self.db.read(lambda s: s.get(Context, context_id))
 
-    async def get_many(self, ids: Iterable[int]) -> list[Context]:
-        wanted = list(ids)
-        if not wanted:
-            return []
-
-        def job(session: Session) -> list[Context]:
-            found = session.exec(select(Context).where(col(Context.id).in_(wanted))).all()
-            by_id = {c.id: c for c in found}
-            return [by_id[i] for i in wanted if i in by_id]
-
-        return await self.db.read(job)
-
     async def retrieve(
         self,
         query: str,
@@ -324,13 +313,8 @@ class ContextStore:
             fields["context_type"] = check_type(context_type)
 
         def job(session: Session) -> Context:
-            context = session.get(Context, context_id)
-            if context is None:
-                raise LookupError(f"context {context_id} does not exist")
-            for name, value in fields.items():
-                setattr(context, name, value)
+            context = update_row(session, Context, context_id, **fields)
             context.digest = digest(context.context_type, context.content)
-            session.add(context)
             session.flush()
             return context
 

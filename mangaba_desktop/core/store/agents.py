@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Iterable
@@ -14,6 +13,7 @@ from ..events import EventBus
 from ..validation import clean_text
 from .database import Database
 from .models import Agent
+from .rows import update_row
 
 MAX_NAME_CHARS = 80
 MAX_PERSONA_CHARS = 20_000
@@ -135,17 +135,7 @@ class AgentStore:
         if tags is not None:
             fields["tags"] = _tags(tags)
 
-        def job(session: Session) -> Agent:
-            agent = session.get(Agent, agent_id)
-            if agent is None:
-                raise LookupError(f"agent {agent_id} does not exist")
-            for key, value in fields.items():
-                setattr(agent, key, value)
-            session.add(agent)
-            session.flush()
-            return agent
-
-        agent = await self.db.write(job)
+        agent = await self.db.write(lambda s: update_row(s, Agent, agent_id, **fields))
         self.bus.publish(events.AGENTS_CHANGED, agent=agent)
         return agent
 
@@ -163,7 +153,3 @@ class AgentStore:
 
         await self.db.write(job)
         self.bus.publish(events.AGENTS_CHANGED, deleted=agent_id)
-
-    @staticmethod
-    def tags_of(agent: Agent) -> list[str]:
-        return list(json.loads(agent.tags or "[]"))

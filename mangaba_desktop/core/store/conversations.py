@@ -17,6 +17,7 @@ from ..events import EventBus
 from ..validation import clean_text
 from .database import Database
 from .models import Agent, Context, Conversation, Message, MessageStatus, Role, SearchHit
+from .rows import update_row
 from .search import search_messages
 
 DEFAULT_TITLE = "New chat"
@@ -49,6 +50,7 @@ class ConversationStore:
         *,
         agent_id: str | None = None,
         session_id: str | None = None,
+        draft: str = "",
     ) -> Conversation:
         """A new conversation (its own context session) answered by ``agent_id``, or by the
         default agent."""
@@ -66,6 +68,7 @@ class ConversationStore:
                 model=model,
                 agent_id=agent,
                 session_id=session_id or uuid.uuid4().hex,
+                draft=clean_text(draft),
             )
             session.add(conversation)
             session.flush()
@@ -77,13 +80,6 @@ class ConversationStore:
 
     async def get(self, conversation_id: int) -> Conversation | None:
         return await self.db.read(lambda s: s.get(Conversation, conversation_id))
-
-    async def by_session(self, session_id: str) -> Conversation | None:
-        return await self.db.read(
-            lambda s: s.exec(
-                select(Conversation).where(Conversation.session_id == session_id)
-            ).first()
-        )
 
     async def set_agent(self, conversation_id: int, agent_id: str) -> Conversation:
         """Hand the conversation to another agent; it answers from the next message on."""
@@ -315,26 +311,12 @@ def page_messages(
 
 
 def _update_conversation(session: Session, conversation_id: int, **fields: Any) -> Conversation:
-    conversation = session.get(Conversation, conversation_id)
-    if conversation is None:
-        raise LookupError(f"conversation {conversation_id} does not exist")
-    for name, value in fields.items():
-        setattr(conversation, name, value)
-    session.add(conversation)
-    session.flush()
-    return conversation
+    return update_row(session, Conversation, conversation_id, **fields)
 
 
 def update_message_row(session: Session, message_id: int, **fields: Any) -> Message:
     """Change a message inside the caller's transaction (a writer job)."""
-    message = session.get(Message, message_id)
-    if message is None:
-        raise LookupError(f"message {message_id} does not exist")
-    for name, value in fields.items():
-        setattr(message, name, value)
-    session.add(message)
-    session.flush()
-    return message
+    return update_row(session, Message, message_id, **fields)
 
 
 def messages_as_prompt(messages: Sequence[Message]) -> list[dict[str, str]]:

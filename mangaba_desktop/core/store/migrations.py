@@ -50,15 +50,8 @@ _CONVERSATIONS_AND_MESSAGES = """
         CREATE INDEX ix_messages_status ON messages(status) WHERE status <> 'complete';
 """
 
-# External-content FTS5: the text lives once, in messages; triggers keep the index in step,
-# cascaded deletes of a conversation included.
-_FULL_TEXT_SEARCH = """
-        CREATE VIRTUAL TABLE messages_fts USING fts5(
-            content,
-            content='messages',
-            content_rowid='id',
-            tokenize='unicode61 remove_diacritics 2'
-        );
+# The triggers that keep the message index in step with the table.
+_MESSAGE_FTS_TRIGGERS = """
         CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
             INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
         END;
@@ -71,8 +64,24 @@ _FULL_TEXT_SEARCH = """
                 VALUES ('delete', old.id, old.content);
             INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
         END;
+"""
+
+# External-content FTS5: the text lives once, in messages; triggers keep the index in step,
+# cascaded deletes of a conversation included.
+_FULL_TEXT_SEARCH = (
+    """
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            content,
+            content='messages',
+            content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2'
+        );
+"""
+    + _MESSAGE_FTS_TRIGGERS
+    + """
         INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
 """
+)
 
 
 # Agents, and the context store (the seed's "Context Storage Schema", plus expiry, a parent link
@@ -194,7 +203,8 @@ _SEARCH_PREFIXES = """
 # the one it replaced, and a search hit or a reply's contexts could point at another message.
 # The table is rebuilt with the same ids; the index triggers are dropped first, so the copy does
 # not touch the full-text index, whose rowids stay right.
-_MESSAGE_IDS_NEVER_REUSED = """
+_MESSAGE_IDS_NEVER_REUSED = (
+    """
         DROP TRIGGER messages_fts_insert;
         DROP TRIGGER messages_fts_delete;
         DROP TRIGGER messages_fts_update;
@@ -223,19 +233,9 @@ _MESSAGE_IDS_NEVER_REUSED = """
         ALTER TABLE messages_rebuilt RENAME TO messages;
         CREATE INDEX ix_messages_conversation ON messages(conversation_id, id);
         CREATE INDEX ix_messages_status ON messages(status) WHERE status <> 'complete';
-        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-            INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
-        END;
-        CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-            INSERT INTO messages_fts(messages_fts, rowid, content)
-                VALUES ('delete', old.id, old.content);
-        END;
-        CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
-            INSERT INTO messages_fts(messages_fts, rowid, content)
-                VALUES ('delete', old.id, old.content);
-            INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
-        END;
 """
+    + _MESSAGE_FTS_TRIGGERS
+)
 
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -74,7 +74,6 @@ class ChatPane(QWidget):
         self.agents = agents
         self.bus = bus
         self._unsubscribe_agents: Callable[[], None] | None = None
-        self._carried_text = ""
         self.spawn = spawn
         self.bridge = EventBridge(bus, self)
         self.current: Conversation | None = None
@@ -250,10 +249,8 @@ class ChatPane(QWidget):
 
     async def _show(self, conversation: Conversation | None, around: int | None = None) -> None:
         self.current = conversation
-        # Text typed before any conversation existed moves into the one made for it.
-        carried, self._carried_text = self._carried_text, ""
         self.composer.blockSignals(True)
-        self.composer.setPlainText((conversation.draft if conversation else "") or carried)
+        self.composer.setPlainText(conversation.draft if conversation else "")
         self.composer.blockSignals(False)
         self.hide_notice()
         self._update_streaming()
@@ -272,15 +269,19 @@ class ChatPane(QWidget):
     def new_conversation(self) -> None:
         self.spawn(self._new_conversation())
 
-    async def _new_conversation(self) -> Conversation:
+    async def _new_conversation(self, draft: str = "") -> Conversation:
         # An untouched new chat at the top is reused rather than piling up empty ones.
         if self.conversations.rows:
             top = self.conversations.rows[0]
             if top.title == "New chat" and top.id and not await self.store.count(top.id):
+                if draft:
+                    await self.store.save_draft(top.id, draft)
+                    top = top.model_copy(update={"draft": draft})
+                    self.conversations.upsert(top)
                 self.select_conversation(top.id)
                 self.composer.setFocus()
                 return top
-        conversation = await self.store.create(agent_id=self.chosen_agent_id())
+        conversation = await self.store.create(agent_id=self.chosen_agent_id(), draft=draft)
         self.select_conversation(conversation.id or 0)
         self.composer.setFocus()
         return conversation
@@ -402,8 +403,9 @@ class ChatPane(QWidget):
             self.show_notice("Type a message first: an empty message is not sent.")
             return None
         if self.current is None:
-            self._carried_text = text
-            await self._new_conversation()
+            # What was typed becomes the new conversation's draft, so it stays on screen if
+            # the message is refused.
+            await self._new_conversation(draft=text)
             await asyncio.sleep(0)
         conversation = self.current
         if conversation is None or conversation.id is None:

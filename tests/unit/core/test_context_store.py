@@ -23,7 +23,7 @@ from mangaba_desktop.core.context import (
 from mangaba_desktop.core.context import passages as passages_module
 from mangaba_desktop.core.context.passages import MAX_CONTEXT_CHARS, PASSAGE_CHARS
 from mangaba_desktop.core.context.store import MAX_PINNED_IN_PROMPT
-from mangaba_desktop.core.store import AgentStore, ContextType, Priority
+from mangaba_desktop.core.store import ContextType, Priority
 from tests.helpers.events import EventLog
 
 pytestmark = pytest.mark.asyncio
@@ -70,16 +70,6 @@ HOSTILE_QUERIES = [
     "parrot 🦜 emoji",
     "a" * 5000,
 ]
-
-
-@pytest_asyncio.fixture
-async def agents(database, bus) -> AgentStore:
-    return AgentStore(database, bus)
-
-
-@pytest.fixture
-def contexts(database, bus) -> ContextStore:
-    return ContextStore(database, bus)
 
 
 @pytest_asyncio.fixture

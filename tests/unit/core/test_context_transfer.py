@@ -31,11 +31,6 @@ SUMMARY = "Ana is a teacher in Porto who likes green tea."
 
 
 @pytest.fixture
-def contexts(database, bus) -> ContextStore:
-    return ContextStore(database, bus)
-
-
-@pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[ContextStore]:
     """A second, empty database (as on another computer) and its context store."""
     folder = tmp_path / "elsewhere"

@@ -20,7 +20,7 @@ from mangaba_desktop.core.context import ContextFilter, ContextStore
 from mangaba_desktop.core.context.compression import SUMMARY_INSTRUCTION
 from mangaba_desktop.core.providers.completions import LOCAL_PROVIDER
 from mangaba_desktop.core.ratelimit import RateLimited, RateLimiter
-from mangaba_desktop.core.store import AgentStore, ContextType, Message, MessageStatus, Priority
+from mangaba_desktop.core.store import ContextType, Message, MessageStatus, Priority
 from mangaba_desktop.core.validation import InvalidMessage
 from tests.helpers.events import EventLog
 from tests.helpers.sources import ScriptedSource
@@ -40,16 +40,6 @@ WEATHER_TURNS = [
     )
     for n in range(8)
 ]
-
-
-@pytest.fixture
-def agents(database, bus) -> AgentStore:
-    return AgentStore(database, bus)
-
-
-@pytest.fixture
-def contexts(database, bus) -> ContextStore:
-    return ContextStore(database, bus)
 
 
 @pytest_asyncio.fixture
