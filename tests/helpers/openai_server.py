@@ -1,0 +1,248 @@
+"""A small OpenAI-compatible server on 127.0.0.1 for provider tests.
+
+It speaks ``POST /v1/chat/completions`` (whole replies and SSE streams) and ``GET /v1/models``
+over a real socket, so litellm, retries, fallback, timeouts and the outbox are exercised the way
+they meet a real endpoint. The model name picks the behaviour:
+
+- ``echo`` (or any other name): streams ``reply`` word by word, then usage;
+- ``rate-limit``: 429 with ``Retry-After: 0``; ``error-500``: 500; ``unauthorized``: 401;
+- ``flaky-N``: 503 for the first N requests of that model, then like ``echo``;
+- ``stall``: sends two pieces, then holds the stream open without a byte for ``stall_s``;
+- ``cut``: sends two pieces, then closes the socket without the final chunk or ``[DONE]``;
+- ``html``: 200 with an HTML page; ``garbage``: 200 ``text/event-stream`` of non-JSON lines.
+
+A server built with ``api_key`` answers 401 to a request without that bearer key. Every request
+is recorded (model, messages, headers) for the test to inspect.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Request:
+    model: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class OpenAIServer:
+    reply: str = "Hello from the test server."
+    api_key: str | None = None
+    stall_s: float = 30.0
+    delay_s: float = 0.0
+    """Pause before each streamed piece (a slow model)."""
+    requests: list[Request] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> OpenAIServer:
+        handler = type("Handler", (_Handler,), {"owner": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="openai-test-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> OpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: OpenAIServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        if not self._authorised():
+            return
+        if self.path.rstrip("/").endswith("/models"):
+            models = ["echo", "echo-2"]
+            self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]})
+        else:
+            self._json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._json(404, {"error": {"message": "not found"}})
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._json(400, {"error": {"message": "bad json"}})
+            return
+        model = str(body.get("model", ""))
+        owner = self.owner
+        owner.requests.append(Request(model, body, dict(self.headers.items())))
+        owner.counts[model] += 1
+        if not self._authorised():
+            return
+        if model == "unauthorized":
+            self._json(401, {"error": {"message": "Incorrect API key provided", "code": 401}})
+        elif model == "rate-limit":
+            self._json(429, {"error": {"message": "Rate limit reached"}}, {"Retry-After": "0"})
+        elif model == "error-500":
+            self._json(500, {"error": {"message": "The server had an error"}})
+        elif model.startswith("flaky-") and owner.counts[model] <= int(model.split("-")[1]):
+            self._json(503, {"error": {"message": "Service unavailable, try again"}})
+        elif model == "html":
+            page = b"<!doctype html><html><body><h1>Welcome to nginx!</h1></body></html>"
+            self._send(200, "text/html", page)
+        elif model == "garbage":
+            self._send(200, "text/event-stream", b"data: {not json\n\ndata: ???\n\n")
+        elif body.get("stream"):
+            self._stream(model, body)
+        else:
+            self._whole(model, body)
+
+    # -- replies -------------------------------------------------------------------------------
+
+    def _authorised(self) -> bool:
+        key = self.owner.api_key
+        if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+            return True
+        self._json(401, {"error": {"message": "Incorrect API key provided", "code": 401}})
+        return False
+
+    def _words(self) -> list[str]:
+        words = self.owner.reply.split(" ")
+        return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+    def _usage(self, body: dict[str, Any]) -> dict[str, int]:
+        prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        completion = len(self._words())
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def _whole(self, model: str, body: dict[str, Any]) -> None:
+        self._json(
+            200,
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": self.owner.reply},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": self._usage(body),
+            },
+        )
+
+    def _stream(self, model: str, body: dict[str, Any]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        words = self._words()
+        if model in ("stall", "cut"):
+            words = words[:2]
+        try:
+            for word in words:
+                if self.owner.delay_s:
+                    time.sleep(self.owner.delay_s)
+                self._event(_chunk(model, {"content": word}))
+            if model == "stall":
+                self.owner._stop.wait(self.owner.stall_s)
+                return
+            if model == "cut":
+                return
+            self._event(_chunk(model, {}, finish_reason="stop"))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = _chunk(model, None)
+                usage["usage"] = self._usage(body)
+                self._event(usage)
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _event(self, payload: dict[str, Any]) -> None:
+        self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        self.wfile.flush()
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, "application/json", json.dumps(payload).encode(), headers)
+
+    def _send(
+        self, status: int, content_type: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def _chunk(model: str, delta: dict[str, Any] | None, finish_reason: str | None = None) -> Any:
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": []
+        if delta is None
+        else [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (for "connection refused")."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
