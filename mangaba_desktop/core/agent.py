@@ -24,7 +24,9 @@ from . import commands, events
 from .chat import ChatService
 from .context.store import ContextStore
 from .events import EventBus
+from .outbox import Outbox
 from .providers.completions import Completions
+from .settings import Settings, SettingsStore
 from .store import AgentStore, ConversationStore, Database, Message, MessageStatus
 from .store.agents import new_agent_id
 from .store.models import Agent
@@ -37,13 +39,22 @@ class Runtime:
         database: the open database.
         completions: the models (started lazily on first use).
         bus: the event bus; a new one by default.
+        settings: the user's settings (model parameters, limits); the defaults when None.
     """
 
     _shared: ClassVar[Runtime | None] = None
     _opening: ClassVar[asyncio.Future[Runtime] | None] = None
 
-    def __init__(self, database: Database, completions: Any, bus: EventBus | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        completions: Any,
+        bus: EventBus | None = None,
+        *,
+        settings: SettingsStore | None = None,
+    ) -> None:
         self.database = database
+        self.settings = settings
         self.bus = bus or EventBus()
         self.completions = completions
         self.conversations = ConversationStore(database, self.bus)
@@ -55,17 +66,30 @@ class Runtime:
             self.bus,
             agents=self.agents,
             contexts=self.contexts,
+            settings=settings,
         )
+        if settings is not None:
+            self.contexts.cap_per_agent = settings.settings.context_cap
+            settings.subscribe(self._on_settings)
+        self.outbox = Outbox(self.chat, self.bus)
+
+    def _on_settings(self, settings: Settings) -> None:
+        self.contexts.cap_per_agent = settings.context_cap
 
     @classmethod
     async def open(cls, directory: Path | None = None, completions: Any = None) -> Runtime:
         """Open (creating and migrating if needed) the database in ``directory`` (the user's
         data folder by default)."""
         from .paths import data_dir, database_path
+        from .providers.secrets import KeyStore
 
         folder = data_dir(directory)
         database = await asyncio.to_thread(Database, database_path(folder))
-        return cls(database, completions or Completions())
+        settings = await asyncio.to_thread(SettingsStore, folder)
+        completions = completions or Completions(settings=settings, keys=KeyStore())
+        runtime = cls(database, completions, settings=settings)
+        await runtime.outbox.start()
+        return runtime
 
     @classmethod
     async def shared(cls) -> Runtime:
@@ -83,6 +107,7 @@ class Runtime:
         return runtime
 
     async def close(self) -> None:
+        await self.outbox.stop()
         await self.chat.shutdown()
         closer = getattr(self.completions, "close", None)
         if closer is not None:

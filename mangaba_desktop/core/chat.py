@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -31,6 +32,7 @@ from .context.retrieval import RetrievedContext
 from .context.store import ContextStore, insert_context, touch_contexts
 from .events import EventBus
 from .ratelimit import RateLimiter
+from .settings import SettingsStore
 from .store import Agent, AgentStore, ConversationStore, Message, MessageStatus, Role
 from .store.conversations import update_message_row
 from .store.models import Context, ContextType, Conversation
@@ -82,6 +84,7 @@ class ChatService:
         agents: the agents (persona, model); without it replies have no persona.
         contexts: the context store; without it nothing is remembered or retrieved.
         rate_limiter: requests per agent; a generous default.
+        settings: the user's settings (model parameters, system prompt, agent rate limit).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class ChatService:
         rate_limiter: RateLimiter | None = None,
         system_prompt: str | None = None,
         params: dict[str, Any] | None = None,
+        settings: SettingsStore | None = None,
     ) -> None:
         self.store = store
         self.completions = completions
@@ -104,6 +108,8 @@ class ChatService:
         self.rate_limiter = rate_limiter or RateLimiter()
         self.system_prompt = system_prompt
         self.params = params or {}
+        self.settings = settings
+        """Per-model parameters, the system prompt and the agent rate limit, when given."""
         self.model: str | None = None
         """The model new replies use when the agent names none; the local model when unset."""
         self.compress_after: int | None = None
@@ -239,6 +245,10 @@ class ChatService:
         return await self.agents.resolve(conversation.agent_id)
 
     def _limit(self, agent: Agent | None) -> None:
+        if self.settings is not None:
+            chosen = self.settings.settings
+            self.rate_limiter.rate = chosen.agent_requests_per_minute / 60.0
+            self.rate_limiter.burst = chosen.agent_burst
         if agent is not None:
             self.rate_limiter.acquire(agent.id, f"The agent “{agent.name}”")
 
@@ -298,16 +308,21 @@ class ChatService:
         model: str,
         *,
         use_context: bool = True,
+        before_id: int | None = None,
     ) -> TurnPlan:
-        """Retrieve the contexts and build the prompt for the conversation's last message."""
+        """Retrieve the contexts and build the prompt for the conversation's last message
+        (the last one before ``before_id``: a queued reply answers the message before it)."""
         assert conversation.id is not None
-        history = await self.store.history(conversation.id)
+        history = await self.store.history(conversation.id, before_id)
         question = next((m for m in reversed(history) if m.role == Role.USER), None)
         if question is None:
             raise LookupError("There is no message to answer in this conversation.")
         command = commands.parse(question.content)
+        system_prompt = self.system_prompt
+        if system_prompt is None and self.settings is not None:
+            system_prompt = self.settings.settings.system_prompt
         persona = "\n\n".join(
-            part for part in (self.system_prompt, agent.persona if agent else None) if part
+            part for part in (system_prompt, agent.persona if agent else None) if part
         )
         budget = prompts.Budget.for_window(prompts.context_window(model), len(persona))
         window = prompts.history_window(history, budget.history_chars)
@@ -333,6 +348,25 @@ class ChatService:
             context_type=command.context_type if command else ContextType.CONVERSATION.value,
         )
 
+    def choose_model(
+        self, conversation: Conversation, agent: Agent | None, model: str | None = None
+    ) -> str:
+        """The model a reply uses: the one asked for, the conversation's, the agent's, the
+        app's, the default."""
+        return (
+            model
+            or conversation.model
+            or (agent.model if agent else None)
+            or self.model
+            or self.completions.default_model
+        )
+
+    def params_for(self, model: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        chosen: dict[str, Any] = {}
+        if self.settings is not None:
+            chosen.update(self.settings.settings.params_for(model).as_params())
+        return {**chosen, **self.params, **(params or {})}
+
     async def _start_reply(
         self,
         conversation: Conversation,
@@ -343,11 +377,9 @@ class ChatService:
         params: dict[str, Any] | None = None,
     ) -> Message:
         assert conversation.id is not None
-        model = model or (agent.model if agent else None) or self.model
-        model = model or self.completions.default_model
+        model = self.choose_model(conversation, agent, model)
         plan = await self.plan(conversation, agent, model, use_context=use_context)
-        plan.params = {**self.params, **(params or {})}
-        used_ids = [c.context.id for c in plan.contexts if c.context.id is not None]
+        plan.params = self.params_for(model, params)
         reply = await self.store.add_message(
             conversation.id,
             Role.ASSISTANT,
@@ -355,21 +387,63 @@ class ChatService:
             status=MessageStatus.STREAMING,
             model=model,
             request_id=plan.request_id,
-            context_ids=used_ids,
+            context_ids=[c.context.id for c in plan.contexts if c.context.id is not None],
         )
+        return self._launch(conversation, reply, model, plan)
+
+    def _launch(
+        self, conversation: Conversation, reply: Message, model: str, plan: TurnPlan
+    ) -> Message:
+        assert conversation.id is not None
         self.bus.publish(
             events.CONTEXTS_RETRIEVED,
             request_id=plan.request_id,
             conversation_id=conversation.id,
             message_id=reply.id,
-            agent_id=agent.id if agent else None,
-            context_ids=used_ids,
+            agent_id=plan.agent.id if plan.agent else None,
+            context_ids=reply.used_context_ids,
         )
         task = asyncio.ensure_future(self._stream_reply(reply, model, plan))
         self._replies[conversation.id] = task
         conversation_id = conversation.id
         task.add_done_callback(lambda t: self._forget(conversation_id, t))
         return reply
+
+    async def resume(self, reply_id: int, model: str | None = None) -> Message:
+        """Send a queued reply's question again (to ``model`` if given); returns the reply
+        as it starts streaming. Raises ``LookupError`` when it is no longer queued."""
+        reply = await self.store.get_message(reply_id)
+        if reply is None or reply.status != MessageStatus.QUEUED:
+            raise LookupError("This message is no longer waiting to be sent.")
+        with self._turn(reply.conversation_id):
+            conversation = await self._conversation(reply.conversation_id)
+            agent = await self._agent(conversation)
+            model = model or reply.model or self.choose_model(conversation, agent)
+            plan = await self.plan(conversation, agent, model, before_id=reply_id)
+            plan.params = self.params_for(model)
+            started = await self.store.update_message(
+                reply_id,
+                status=MessageStatus.STREAMING,
+                model=model,
+                error=None,
+                notice=None,
+                request_id=plan.request_id,
+                context_ids=json.dumps(
+                    [c.context.id for c in plan.contexts if c.context.id is not None]
+                ),
+            )
+            return self._launch(conversation, started, model, plan)
+
+    async def cancel_queued(self, reply_id: int) -> Message:
+        """Give up on a queued reply; its question stays, and can be sent again."""
+        reply = await self.store.get_message(reply_id)
+        if reply is None or reply.status != MessageStatus.QUEUED:
+            raise LookupError("This message is no longer waiting to be sent.")
+        cancelled = await self.store.update_message(
+            reply_id, status=MessageStatus.INTERRUPTED, error="Cancelled before it was sent."
+        )
+        self.bus.publish(events.MESSAGE_FINISHED, message=cancelled)
+        return cancelled
 
     def _forget(self, conversation_id: int, task: asyncio.Task[Message]) -> None:
         if self._replies.get(conversation_id) is task:
@@ -384,6 +458,7 @@ class ChatService:
         usage: dict[str, int] = {}
         status = MessageStatus.COMPLETE
         error: str | None = None
+        answered: dict[str, Any] = {}
         self.bus.publish(
             events.AI_REQUEST_STARTED,
             conversation_id=reply.conversation_id,
@@ -396,6 +471,10 @@ class ChatService:
             async for piece in self.completions.stream(model, plan.messages, **plan.params):
                 if piece.usage:
                     usage = piece.usage
+                for name in ("model", "provider", "cost", "notice"):
+                    value = getattr(piece, name, None)
+                    if value is not None:
+                        answered[name] = value
                 if not piece.text:
                     continue
                 now = time.monotonic()
@@ -417,6 +496,9 @@ class ChatService:
             log.warning("reply %s failed: %s", reply.id, exc)
             status = MessageStatus.ERROR
             error = _describe(exc)
+            if getattr(exc, "unreachable", False) and not parts:
+                status = MessageStatus.QUEUED
+                error = f"{error} It will be sent when it can be reached."
         finished = time.monotonic()
         content = "".join(parts)
         if status == MessageStatus.COMPLETE:
@@ -431,7 +513,13 @@ class ChatService:
             ),
             "prompt_tokens": usage.get("prompt_tokens"),
             "completion_tokens": usage.get("completion_tokens") or (len(parts) or None),
+            "model": answered.get("model", model),
+            "provider": answered.get("provider", model.partition("/")[0] or None),
+            "cost_usd": answered.get("cost"),
+            "notice": answered.get("notice"),
         }
+        if status == MessageStatus.QUEUED:
+            fields.update(model=model, latency_ms=None, time_to_first_token_ms=None)
         remember = status == MessageStatus.COMPLETE and bool(content) and plan.agent is not None
         # The final write must happen even when this task was cancelled (Stop, shutdown).
         try:
@@ -459,8 +547,12 @@ class ChatService:
             completion_tokens=stored.completion_tokens,
             tokens_per_second=stored.tokens_per_second,
             context_ids=stored.used_context_ids,
+            provider=stored.provider,
+            cost_usd=stored.cost_usd,
         )
-        if error:
+        if status == MessageStatus.QUEUED:
+            self.bus.publish(events.MESSAGE_QUEUED, message=stored)
+        elif error:
             self.bus.publish(events.ERROR_OCCURRED, source="chat", message=error)
         if remember and self.contexts is not None and plan.agent is not None:
             self.contexts.notify_changed(agent_id=plan.agent.id, session_id=plan.session_id)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from . import commands
 from .context.retrieval import RetrievedContext, format_for_prompt
-from .store.models import Message, Role
+from .store.models import COMMAND_MODEL, Message, Role
 
 CHARS_PER_TOKEN = 3.5
 """A cautious estimate; the local provider trims exactly if the estimate was short."""
@@ -19,9 +19,6 @@ REPLY_TOKENS = 512
 CONTEXT_SHARE = 0.25
 """Part of the prompt budget for remembered contexts."""
 MAX_CONTEXT_TOKENS = 1500
-
-COMMAND_MODEL = "mangaba/commands"
-"""The ``model`` of replies the app wrote itself (/help, /context): never shown to a model."""
 
 MEMORY_HEADER = (
     "What you remember from earlier (use it when it helps answer; it may be incomplete):"

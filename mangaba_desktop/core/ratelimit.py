@@ -47,3 +47,43 @@ class RateLimiter:
                 wait,
             )
         self._buckets[key] = (tokens - 1.0, now)
+
+
+class Pacer:
+    """Requests a minute per provider, where a burst waits its turn instead of failing.
+
+    A token bucket that may go into debt: each request takes a token at once and sleeps for
+    as long as the bucket is in debt, so the k-th request of a burst starts when the steady
+    rate allows it, in arrival order.
+
+    Args:
+        clock: monotonic seconds (a test passes its own).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    @staticmethod
+    def burst_for(per_minute: float) -> float:
+        """Requests that may start at once after a quiet spell: a tenth of a minute's worth."""
+        return max(1.0, per_minute / 10.0)
+
+    def reserve(self, key: str, per_minute: float) -> float:
+        """Take a turn for ``key``; returns how many seconds to wait before starting."""
+        rate = per_minute / 60.0
+        burst = self.burst_for(per_minute)
+        now = self.clock()
+        tokens, then = self._buckets.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - then) * rate) - 1.0
+        self._buckets[key] = (tokens, now)
+        return 0.0 if tokens >= 0.0 else -tokens / rate
+
+    async def wait(self, key: str, per_minute: float) -> float:
+        """Wait for ``key``'s turn; returns the seconds waited."""
+        import asyncio
+
+        delay = self.reserve(key, per_minute)
+        if delay > 0.0:
+            await asyncio.sleep(delay)
+        return delay

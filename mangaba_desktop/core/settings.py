@@ -8,6 +8,7 @@ the key itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -96,7 +97,9 @@ KINDS: dict[ProviderKind, KindInfo] = {
     ProviderKind.OLLAMA: KindInfo(
         "Ollama", "ollama_chat", False, None, "http://127.0.0.1:11434", (), local=True
     ),
-    ProviderKind.GGUF: KindInfo("GGUF file on disk", LOCAL_PROVIDER_ID, False, None, None, (), True),
+    ProviderKind.GGUF: KindInfo(
+        "GGUF file on disk", LOCAL_PROVIDER_ID, False, None, None, (), local=True
+    ),
 }
 
 
@@ -284,10 +287,8 @@ class SettingsStore:
             return Settings.model_validate(data).check()
         except (OSError, ValueError, ValidationError, InvalidSettings) as exc:
             aside = self.path.with_name(SETTINGS_NAME + ".bad")
-            try:
+            with contextlib.suppress(OSError):
                 os.replace(self.path, aside)
-            except OSError:
-                pass
             self.problem = (
                 f"The settings file could not be read ({_first_line(exc)}); it was kept as "
                 f"{aside.name} and the defaults are in use."

@@ -94,7 +94,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.path.rstrip("/").endswith("/models"):
             models = ["echo", "echo-2"]
-            self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]})
+            self._json(
+                200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]}
+            )
         else:
             self._json(404, {"error": {"message": "not found"}})
 

@@ -1,30 +1,103 @@
-"""One streaming entry point for every model, through litellm.
+"""One streaming entry point for every model: a litellm Router built from the user's settings.
 
-litellm takes seconds to import, so nothing imports it at module level: :meth:`Completions.start`
-does it on a worker thread after the window is up, with the local cost map so that the import
-never reaches for the network.
+The Router holds one deployment per model the user configured (keys from the OS keyring or the
+environment, per-provider address and timeout), retries 429, 5xx and timeouts with back-off,
+and passes any other litellm model name straight through. Around it this module adds what a
+chat needs to be trusted:
+
+- the fallback chain the user ordered, tried only when a model cannot answer at all (never
+  after the first word, never past a rejected key), and the reply says which model answered;
+- a pacer per provider, so a burst waits its turn instead of failing;
+- errors in words a user can act on ("Key rejected by OpenAI"), with keys never in them;
+- a cut or empty stream told apart from a finished one;
+- the cost of each reply from litellm's local price table (0 for local models).
+
+litellm takes seconds to import, so nothing imports it at module level: :meth:`start` does it
+on a worker thread after the window is up, with the local cost map so that the import never
+reaches for the network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..ratelimit import Pacer
+from ..settings import (
+    LOCAL_MODEL,
+    LOCAL_MODEL_NAME,
+    LOCAL_PROVIDER_ID,
+    Provider,
+    ProviderKind,
+    Settings,
+    SettingsStore,
+)
 from .local_model import LocalModel, LocalModelError, embedded_model_path
 
-LOCAL_PROVIDER = "mangaba-local"
+if TYPE_CHECKING:
+    from .secrets import KeyStore
+
+log = logging.getLogger(__name__)
+
+LOCAL_PROVIDER = LOCAL_PROVIDER_ID
+TEST_PROMPT = [{"role": "user", "content": "Reply with the word ok."}]
 
 
 @dataclass
 class StreamPiece:
-    """A piece of a streamed reply; ``usage`` arrives with the last piece when known."""
+    """A piece of a streamed reply. The last piece carries ``usage``, ``cost`` and ``model``."""
 
     text: str = ""
     usage: dict[str, int] = field(default_factory=dict)
+    model: str | None = None
+    """The model that answered (another one than asked for after a fallback)."""
+    provider: str | None = None
+    cost: float | None = None
+    """US dollars, from litellm's price table; 0 for local models; None when unknown."""
+    notice: str | None = None
+    """Something the user should know about this reply (it came from a fallback model)."""
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    ok: bool
+    message: str
+
+
+class ProviderError(RuntimeError):
+    """A model could not answer; the message is written for the user and holds no secret."""
+
+    fallback = False
+    """Another model may be tried (the failure is about reaching this one, not the request)."""
+    unreachable = False
+    """The model could not be reached at all: the message may wait in the outbox."""
+
+
+class KeyRejected(ProviderError):
+    pass
+
+
+class KeyMissing(ProviderError):
+    pass
+
+
+class ModelBusy(ProviderError):
+    fallback = True
+
+
+class ModelUnreachable(ProviderError):
+    fallback = True
+    unreachable = True
+
+
+class StreamCut(ProviderError):
+    """The reply stopped before its end; what arrived is kept."""
 
 
 def import_litellm() -> Any:
@@ -38,26 +111,71 @@ def import_litellm() -> Any:
 
 
 class Completions:
-    """Streams replies from any model litellm knows, the embedded one included.
+    """Streams replies from the models in the user's settings, local or remote.
 
     Args:
-        local_model_path: the GGUF file for ``mangaba-local``; the embedded one by default.
+        local_model_path: the GGUF file for the embedded model; the wheel's one by default.
+        settings: providers, fallbacks, timeouts, retries; defaults (local model only) if None.
+        keys: where API keys are read from; no keys (local and keyless endpoints only) if None.
     """
 
-    def __init__(self, local_model_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        local_model_path: Path | None = None,
+        *,
+        settings: SettingsStore | Settings | None = None,
+        keys: KeyStore | None = None,
+    ) -> None:
         self._local_model_path = local_model_path
+        self._settings = settings
+        self.keys = keys
+        self.pacer = Pacer()
         self._litellm: Any = None
         self._local: Any = None
+        self._router: Any = None
+        self._router_settings: Settings | None = None
         self._import: asyncio.Future[None] | None = None
         self._ready: asyncio.Future[None] | None = None
+        self._building: asyncio.Future[Any] | None = None
+        if isinstance(settings, SettingsStore):
+            settings.subscribe(lambda _settings: self.invalidate())
+
+    # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        if isinstance(self._settings, SettingsStore):
+            return self._settings.settings
+        return self._settings or Settings()
 
     @property
     def default_model(self) -> str:
-        return f"{LOCAL_PROVIDER}/smollm2-135m-instruct"
+        model = self.settings.default_model
+        return model if model in self.settings.models() else LOCAL_MODEL
 
     @property
     def ready(self) -> bool:
         return self._litellm is not None
+
+    @property
+    def local_model_name(self) -> str:
+        return self._local.model.name if self._local else "SmolLM2-135M-Instruct"
+
+    def invalidate(self) -> None:
+        """Build the router again before the next request (settings or keys changed)."""
+        self._router = None
+        self._router_settings = None
+
+    def label(self, model: str) -> str:
+        """What the user calls the provider of ``model``."""
+        provider = self.settings.provider_of(model)
+        if provider is not None:
+            return provider.name
+        if model.startswith(LOCAL_PROVIDER + "/"):
+            return "the local model"
+        return model.partition("/")[0] or model
+
+    # -- start and stop ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Import litellm, register the local provider and load the local model, off the loop.
@@ -70,8 +188,6 @@ class Completions:
         await asyncio.shield(self._ready)
 
     async def _imported(self) -> None:
-        """Wait until litellm is imported and the local provider registered (the model itself
-        loads on the provider's worker, before its first generation)."""
         if self._import is None:
             self._import = asyncio.ensure_future(self._import_litellm())
         await asyncio.shield(self._import)
@@ -95,9 +211,65 @@ class Completions:
         custom_llm_setup()
         return litellm
 
-    @property
-    def local_model_name(self) -> str:
-        return self._local.model.name if self._local else "SmolLM2-135M-Instruct"
+    async def close(self) -> None:
+        for pending in (self._import, self._ready, self._building):
+            if pending is not None and not pending.done():
+                pending.cancel()
+        if self._local is not None:
+            await asyncio.to_thread(self._local.shutdown)
+
+    # -- the router ----------------------------------------------------------------------------
+
+    async def router(self) -> Any:
+        """The Router for the current settings (built off the loop: keys come from the keyring)."""
+        await self._imported()
+        settings = self.settings
+        if self._router is not None and self._router_settings is settings:
+            return self._router
+        if self._building is None or self._building.done():
+            self._building = asyncio.ensure_future(asyncio.to_thread(self._build, settings))
+        router = await asyncio.shield(self._building)
+        self._router, self._router_settings = router, settings
+        return router
+
+    def _build(self, settings: Settings) -> Any:
+        from litellm import Router
+
+        deployments: list[dict[str, Any]] = [_local_deployment(LOCAL_MODEL, LOCAL_MODEL_NAME)]
+        for provider in settings.providers:
+            if provider.kind == ProviderKind.GGUF:
+                self._add_gguf(provider)
+            key = self._key(provider)
+            for model in provider.models:
+                deployments.append(
+                    {
+                        "model_name": provider.model_id(model),
+                        "litellm_params": _params(provider, model, key),
+                    }
+                )
+        # Any other litellm name (an agent built in code with its own model and key) passes
+        # through, with the same retries.
+        deployments.append({"model_name": "*", "litellm_params": {"model": "*"}})
+        return Router(
+            model_list=deployments,
+            num_retries=settings.retries,
+            retry_after=0,
+            disable_cooldowns=True,
+        )
+
+    def _key(self, provider: Provider) -> str | None:
+        if self.keys is None:
+            return os.environ.get(provider.env_var) if provider.env_var else None
+        return self.keys.get(provider.id, provider.env_var)
+
+    def _add_gguf(self, provider: Provider) -> None:
+        if self._local is None or not provider.path:
+            return
+        path = Path(provider.path)
+        for model in provider.models or [path.stem]:
+            self._local.add(model, LocalModel(path))
+
+    # -- streaming -----------------------------------------------------------------------------
 
     async def stream(
         self,
@@ -105,10 +277,58 @@ class Completions:
         messages: list[dict[str, str]],
         **params: Any,
     ) -> AsyncIterator[StreamPiece]:
-        """Yield the reply's pieces. Cancelling the consuming task stops the generation."""
-        await self._imported()
+        """Yield the reply's pieces; the last one carries usage, cost and the answering model.
+
+        Tries ``model``, then the user's fallbacks when it cannot answer at all. Raises a
+        :class:`ProviderError` (``ModelUnreachable`` when no model in the chain could be
+        reached) or :class:`LocalModelError`. Cancelling the consuming task stops the
+        generation.
+        """
+        router = await self.router()
+        settings = self.settings
+        chain = [model, *(m for m in settings.fallbacks if m != model)]
+        failures: list[ProviderError] = []
+        for candidate in chain:
+            # A key or address given for the chosen model is never sent to a fallback.
+            asked = params if candidate == model else _without_credentials(params)
+            try:
+                response = await self._open(router, candidate, messages, asked)
+            except ProviderError as error:
+                failures.append(error)
+                if error.fallback:
+                    log.info("%s could not answer: %s", candidate, error)
+                    continue
+                if candidate == model:
+                    raise
+                break
+            notice = None
+            if candidate != model:
+                notice = f"{failures[0]} Answered by {candidate} instead."
+            mocked = "mock_response" in asked
+            async for piece in self._read(response, candidate, notice, mocked=mocked):
+                yield piece
+            return
+        first = failures[0]
+        if len(failures) > 1:
+            tried = ", ".join(chain[1 : len(failures)])
+            first = type(first)(f"{first} The fallbacks ({tried}) could not answer either.")
+        if all(f.unreachable for f in failures):
+            raise ModelUnreachable(str(first))
+        raise first
+
+    async def _open(
+        self, router: Any, model: str, messages: list[dict[str, str]], params: dict[str, Any]
+    ) -> Any:
+        provider = self.settings.provider_of(model)
+        if provider is not None:
+            if provider.needs_key and not await asyncio.to_thread(self._key, provider):
+                raise KeyMissing(
+                    f"There is no API key for {provider.name}: add one in Settings ▸ "
+                    "Models & providers."
+                )
+            await self.pacer.wait(provider.id, provider.requests_per_minute)
         try:
-            response = await self._litellm.acompletion(
+            return await router.acompletion(
                 model=model,
                 messages=messages,
                 stream=True,
@@ -117,34 +337,223 @@ class Completions:
             )
         except Exception as exc:
             _raise_local_error(exc)
-            raise
+            raise self._explain(exc, model) from None
+
+    async def _read(
+        self, response: Any, model: str, notice: str | None, *, mocked: bool = False
+    ) -> AsyncIterator[StreamPiece]:
+        # A mocked reply (litellm's mock_response, in tests) has no provider to say it finished.
+        inner = None if mocked else _provider_stream(response)
+        got_text = False
+        usage: dict[str, int] = {}
         try:
             async for chunk in response:
-                piece = StreamPiece()
+                text = ""
                 if chunk.choices:
-                    piece.text = chunk.choices[0].delta.content or ""
-                usage = getattr(chunk, "usage", None)
-                if usage:
-                    piece.usage = {
-                        "prompt_tokens": usage.prompt_tokens,
-                        "completion_tokens": usage.completion_tokens,
+                    text = chunk.choices[0].delta.content or ""
+                found = getattr(chunk, "usage", None)
+                if found:
+                    usage = {
+                        "prompt_tokens": found.prompt_tokens or 0,
+                        "completion_tokens": found.completion_tokens or 0,
                     }
-                if piece.text or piece.usage:
-                    yield piece
+                if text:
+                    got_text = True
+                    yield StreamPiece(text=text, notice=notice)
+                    notice = None
         except Exception as exc:
             _raise_local_error(exc)
-            raise
+            error = self._explain(exc, model)
+            if got_text:
+                raise StreamCut(f"{error} The reply stopped here; what arrived is kept.") from None
+            raise error from None
         finally:
             closer = getattr(response, "aclose", None)
             if closer is not None:
-                await closer()
+                try:
+                    await closer()
+                except Exception as exc:  # closing a broken stream must not hide its error
+                    log.debug("closing a stream failed: %s", exc)
+        finished = inner.received_finish_reason if inner is not None else "stop"
+        label = self.label(model)
+        if not finished and not model.startswith(LOCAL_PROVIDER + "/"):
+            if got_text:
+                raise StreamCut(
+                    f"The connection to {label} closed before the reply was finished; "
+                    "what arrived is kept."
+                )
+            raise ProviderError(
+                f"{label} sent back no reply: the address may not be an OpenAI-compatible "
+                "API (an HTML page or another service answered)."
+            )
+        yield StreamPiece(
+            usage=usage,
+            model=model,
+            provider=self._provider_id(model),
+            cost=self.cost(model, usage),
+            notice=notice,
+        )
 
-    async def close(self) -> None:
-        for pending in (self._import, self._ready):
-            if pending is not None and not pending.done():
-                pending.cancel()
-        if self._local is not None:
-            await asyncio.to_thread(self._local.shutdown)
+    def _provider_id(self, model: str) -> str:
+        return model.partition("/")[0] or model
+
+    def cost(self, model: str, usage: dict[str, int]) -> float | None:
+        """US dollars for ``usage`` on ``model``; 0 on this computer; None when not priced."""
+        provider = self.settings.provider_of(model)
+        if model.startswith(LOCAL_PROVIDER + "/") or (provider is not None and provider.is_local):
+            return 0.0
+        if not usage:
+            return None
+        name = provider.litellm_model(model.partition("/")[2]) if provider else model
+        try:
+            prompt, completion = self._litellm.cost_per_token(
+                model=name,
+                prompt_tokens=usage.get("prompt_tokens", 0),
+                completion_tokens=usage.get("completion_tokens", 0),
+            )
+        except Exception:
+            return None
+        return float(prompt) + float(completion)
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _explain(self, exc: BaseException, model: str) -> ProviderError:
+        """A litellm exception in words for the user, without any key in them."""
+        error = self._classify(exc, model)
+        text = str(error)
+        return type(error)(text[:1].upper() + text[1:])
+
+    def _classify(self, exc: BaseException, model: str) -> ProviderError:
+        label = self.label(model)
+        name = type(exc).__name__
+        text = self._redact(_first_sentence(exc))
+        if name == "AuthenticationError" or "401" in name:
+            return KeyRejected(f"Key rejected by {label}.")
+        if name == "PermissionDeniedError":
+            return KeyRejected(f"{label} refused the request: the key lacks permission.")
+        if name == "RateLimitError":
+            return ModelBusy(f"{label} hit its rate limit (429), even after retries.")
+        if name == "NotFoundError":
+            return ProviderError(f"{label} does not know the model “{model}”.")
+        if name in ("BadRequestError", "UnprocessableEntityError", "ContextWindowExceededError"):
+            return ProviderError(f"{label} refused the request: {text}")
+        if name == "Timeout" or "timed out" in text.lower() or "timeout" in text.lower():
+            return ModelUnreachable(f"{label} did not answer in time.")
+        if _is_connection_failure(exc):
+            return ModelUnreachable(f"{label} cannot be reached.")
+        if name in ("InternalServerError", "ServiceUnavailableError", "BadGatewayError"):
+            return ModelBusy(f"{label} had a server error: {text}")
+        if name == "APIConnectionError":
+            return ProviderError(f"{label} sent something that is not a model reply: {text}")
+        return ProviderError(f"{label}: {text}")
+
+    def _redact(self, text: str) -> str:
+        if self.keys is None:
+            return text
+        from .secrets import redact
+
+        return redact(text, self.keys.secrets())
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    async def test_key(self, provider: Provider, key: str | None) -> KeyCheck:
+        """One minimal real request to ``provider`` with ``key`` (or its stored key)."""
+        await self._imported()
+        if key is None:
+            key = await asyncio.to_thread(self._key, provider)
+        if provider.needs_key and not key:
+            return KeyCheck(False, f"There is no key for {provider.name} to test.")
+        model = (provider.models or list(provider.info.models) or [""])[0]
+        if not model:
+            return KeyCheck(False, f"Add a model to {provider.name} first, then test it.")
+        started = time.monotonic()
+        try:
+            response = await self._litellm.acompletion(
+                messages=TEST_PROMPT,
+                max_tokens=1,
+                num_retries=0,
+                **_params(provider, model, key, timeout_s=min(provider.timeout_s, 20.0)),
+            )
+            del response
+        except Exception as exc:
+            error = self._explain(exc, provider.model_id(model))
+            if key:
+                from .secrets import redact
+
+                error = type(error)(redact(str(error), [key]))
+            return KeyCheck(False, str(error))
+        seconds = time.monotonic() - started
+        return KeyCheck(True, f"{provider.name} answered in {seconds:.1f} s: the key works.")
+
+
+def _params(
+    provider: Provider, model: str, key: str | None, *, timeout_s: float | None = None
+) -> dict[str, Any]:
+    timeout = timeout_s or provider.timeout_s
+    params: dict[str, Any] = {
+        "model": provider.litellm_model(model),
+        "timeout": timeout,
+        "stream_timeout": timeout,
+    }
+    if provider.kind == ProviderKind.GGUF:
+        params["num_retries"] = 0
+        return params
+    if provider.base_url or provider.info.base_url:
+        params["api_base"] = provider.base_url or provider.info.base_url
+    if key:
+        params["api_key"] = key
+    elif provider.kind == ProviderKind.OPENAI_COMPATIBLE:
+        params["api_key"] = "none"  # the OpenAI client insists on one; local servers ignore it
+    return params
+
+
+def _without_credentials(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in ("api_key", "api_base", "base_url")}
+
+
+def _local_deployment(model_name: str, local_name: str) -> dict[str, Any]:
+    return {
+        "model_name": model_name,
+        "litellm_params": {"model": f"{LOCAL_PROVIDER}/{local_name}", "num_retries": 0},
+    }
+
+
+def _provider_stream(response: Any) -> Any:
+    """The provider's own stream inside the Router's fallback wrapper, which knows whether the
+    provider said the reply was finished (the wrapper reports "stop" even for a cut stream)."""
+    generator = getattr(response, "_async_generator", None)
+    frame = getattr(generator, "ag_frame", None)
+    if frame is not None:
+        inner = frame.f_locals.get("model_response")
+        if inner is not None and hasattr(inner, "received_finish_reason"):
+            return inner
+    return response if hasattr(response, "received_finish_reason") else None
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if name in ("ConnectError", "ConnectionRefusedError", "ConnectTimeout", "gaierror"):
+            return True
+        if "Connection error" in str(current) or "Cannot connect" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _first_sentence(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    # litellm prefixes class paths and appends router details; keep the provider's words.
+    for marker in ("Exception - ", " - "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+            break
+    for tail in (". Received Model Group", "Received Model Group", "LiteLLM Retried"):
+        text = text.split(tail, 1)[0]
+    return text.strip().rstrip(".")[:500] + "."
 
 
 def _raise_local_error(exc: BaseException) -> None:

@@ -20,20 +20,37 @@ _END = object()
 
 
 class LocalModelProvider(CustomLLM):
-    """Serves ``mangaba-local/<name>`` from a :class:`LocalModel` on one worker thread."""
+    """Serves ``mangaba-local/<name>`` from :class:`LocalModel` files on one worker thread.
+
+    ``model`` is the embedded one; :meth:`add` makes other GGUF files available by name. One
+    thread runs them all, so two local models never compete for the same cores.
+    """
 
     def __init__(self, model: LocalModel) -> None:
         super().__init__()
         self.model = model
+        self.others: dict[str, LocalModel] = {}
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="local-model")
+
+    def add(self, name: str, model: LocalModel) -> None:
+        """Serve ``mangaba-local/<name>`` from ``model`` (replacing one of that name)."""
+        previous = self.others.get(name)
+        self.others[name] = model
+        if previous is not None and previous.path != model.path:
+            self.executor.submit(previous.close)
+
+    def model_for(self, name: str) -> LocalModel:
+        return self.others.get(name.rpartition("/")[2], self.model)
 
     def preload(self) -> concurrent.futures.Future[None]:
         return self.executor.submit(self.model.load)
 
     def shutdown(self) -> None:
-        """Stop taking work, let the current generation see its stop flag, free the model."""
+        """Stop taking work, let the current generation see its stop flag, free the models."""
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.model.close()
+        for other in self.others.values():
+            other.close()
 
     async def astreaming(  # type: ignore[override]
         self, model: str, messages: list, *args: Any, **kwargs: Any
@@ -43,10 +60,11 @@ class LocalModelProvider(CustomLLM):
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stopped = threading.Event()
         generation = Generation()
+        local = self.model_for(model)
 
         def produce() -> None:
             try:
-                for piece in self.model.stream(
+                for piece in local.stream(
                     [{"role": m["role"], "content": m["content"]} for m in messages],
                     max_tokens=int(params.get("max_tokens") or 512),
                     temperature=float(params.get("temperature", 0.7)),

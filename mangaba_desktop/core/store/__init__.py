@@ -13,6 +13,7 @@ from .models import (
     Priority,
     Role,
     SearchHit,
+    Usage,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Priority",
     "Role",
     "SearchHit",
+    "Usage",
     "list_backups",
     "restore_backup",
 ]

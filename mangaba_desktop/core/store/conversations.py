@@ -16,13 +16,24 @@ from .. import events
 from ..events import EventBus
 from ..validation import clean_text
 from .database import Database
-from .models import Agent, Context, Conversation, Message, MessageStatus, Role, SearchHit
+from .models import (
+    COMMAND_MODEL,
+    Agent,
+    Context,
+    Conversation,
+    Message,
+    MessageStatus,
+    Role,
+    SearchHit,
+    Usage,
+)
 from .rows import update_row
 from .search import search_messages
 
 DEFAULT_TITLE = "New chat"
 TITLE_LENGTH = 60
 PAGE_SIZE = 50
+_ANSWERED = (MessageStatus.COMPLETE, MessageStatus.INTERRUPTED, MessageStatus.ERROR)
 
 
 def title_from(text: str) -> str:
@@ -252,6 +263,60 @@ class ConversationStore:
             if before_id is not None:
                 query = query.where(col(Message.id) < before_id)
             return list(reversed(session.exec(query).all()))
+
+        return await self.db.read(job)
+
+    async def queued(self) -> list[Message]:
+        """Replies waiting for their model to be reachable, oldest first."""
+
+        def job(session: Session) -> list[Message]:
+            query = (
+                select(Message)
+                .where(Message.status == MessageStatus.QUEUED)
+                .order_by(col(Message.id))
+            )
+            return list(session.exec(query).all())
+
+        return await self.db.read(job)
+
+    async def usage(self, conversation_id: int | None = None) -> list[Usage]:
+        """Tokens and cost per provider and model, in one conversation or in all of them."""
+
+        def job(session: Session) -> list[Usage]:
+            priced = func.count(Message.cost_usd)
+            query = (
+                select(
+                    func.coalesce(Message.provider, "unknown"),
+                    func.coalesce(Message.model, "unknown"),
+                    func.count(),
+                    func.coalesce(func.sum(Message.prompt_tokens), 0),
+                    func.coalesce(func.sum(Message.completion_tokens), 0),
+                    func.sum(Message.cost_usd),
+                    func.count() - priced,
+                )
+                .where(Message.role == Role.ASSISTANT)
+                .where(col(Message.status).in_(_ANSWERED))
+                .where(col(Message.model).is_not(None))
+                .where(Message.model != COMMAND_MODEL)
+                .group_by(Message.provider, Message.model)
+                .order_by(func.coalesce(func.sum(Message.cost_usd), 0).desc())
+            )
+            if conversation_id is not None:
+                query = query.where(Message.conversation_id == conversation_id)
+            return [
+                Usage(
+                    provider=provider,
+                    model=model,
+                    replies=replies,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    cost_usd=cost,
+                    unpriced=unpriced,
+                )
+                for provider, model, replies, prompt, completion, cost, unpriced in session.exec(
+                    query  # type: ignore[call-overload]
+                ).all()
+            ]
 
         return await self.db.read(job)
 

@@ -238,12 +238,22 @@ _MESSAGE_IDS_NEVER_REUSED = (
 )
 
 
+# What each reply cost and who answered it: the provider (after a fallback, not always the one
+# asked), its price from litellm's table, and a notice for the user (a fallback was used).
+_REPLY_ACCOUNTING = """
+        ALTER TABLE messages ADD COLUMN provider TEXT;
+        ALTER TABLE messages ADD COLUMN cost_usd REAL;
+        ALTER TABLE messages ADD COLUMN notice TEXT;
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "conversations and messages", _CONVERSATIONS_AND_MESSAGES),
     Migration(2, "full-text search over messages", _FULL_TEXT_SEARCH),
     Migration(3, "agents and the context store", _AGENTS_AND_CONTEXTS),
     Migration(4, "prefix indexes for message search", _SEARCH_PREFIXES),
     Migration(5, "message ids never reused", _MESSAGE_IDS_NEVER_REUSED),
+    Migration(6, "tokens, cost and provider per reply", _REPLY_ACCOUNTING),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -11,6 +11,9 @@ from enum import IntEnum, StrEnum
 
 from sqlmodel import Field, SQLModel
 
+COMMAND_MODEL = "mangaba/commands"
+"""The ``model`` of replies the app wrote itself (/help, /context): no model was asked."""
+
 
 class Role(StrEnum):
     USER = "user"
@@ -61,6 +64,12 @@ class Message(SQLModel, table=True):
     request_id: str | None = None
     context_ids: str | None = None
     """JSON list of the ids of the contexts the reply was given (why it said what it said)."""
+    provider: str | None = None
+    """The provider that answered (its id; ``mangaba-local`` for this computer)."""
+    cost_usd: float | None = None
+    """What the reply cost in US dollars; 0 on this computer; None when not priced."""
+    notice: str | None = None
+    """Something to know about the reply that is not an error (a fallback model answered)."""
 
     @property
     def used_context_ids(self) -> list[int]:
@@ -75,6 +84,20 @@ class Message(SQLModel, table=True):
         if generating_ms <= 0:
             return None
         return self.completion_tokens / (generating_ms / 1000.0)
+
+
+class Usage(SQLModel):
+    """Tokens and cost of the replies of one provider and model."""
+
+    provider: str
+    model: str
+    replies: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    """None when some replies had no known price (and nothing was priced)."""
+    unpriced: int
+    """Replies whose price is not known."""
 
 
 class SearchHit(SQLModel):
