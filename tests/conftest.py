@@ -12,6 +12,7 @@ from mangaba_desktop.core.context import ContextStore
 from mangaba_desktop.core.events import EventBus
 from mangaba_desktop.core.paths import DATABASE_NAME
 from mangaba_desktop.core.store import AgentStore, ConversationStore, Database
+from tests.helpers.secret_service import secret_service  # noqa: F401 (a fixture for any test)
 
 
 @pytest.fixture

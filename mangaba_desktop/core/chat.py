@@ -432,6 +432,7 @@ class ChatService:
                     [c.context.id for c in plan.contexts if c.context.id is not None]
                 ),
             )
+            self.bus.publish(events.MESSAGE_UPDATED, message=started)
             return self._launch(conversation, started, model, plan)
 
     async def cancel_queued(self, reply_id: int) -> Message:

@@ -107,32 +107,59 @@ class Application:
 
         from ..core.agent import Runtime
         from ..core.events import EventBus
+        from ..core.logs import setup_logging
         from ..core.providers.completions import Completions
+        from ..core.providers.secrets import KeyStore
+        from ..core.settings import SettingsStore
         from .database_dialog import open_database
 
         self.bus = EventBus()
+        keys = KeyStore()
+        await asyncio.to_thread(setup_logging, self.directory, keys)
+        settings = await asyncio.to_thread(SettingsStore, self.directory)
         self.database = await open_database(self.window, self.directory)
         if self.database is None:
             return False
-        self.completions = Completions()
-        self.runtime = Runtime(self.database, self.completions, self.bus)
+        notes = await first_run_import(settings, keys, self.directory)
+        self.completions = Completions(settings=settings, keys=keys)
+        self.runtime = Runtime(self.database, self.completions, self.bus, settings=settings)
         self.store = self.runtime.conversations
         self.chat = self.runtime.chat
+        self.window.keys = keys
         interrupted = await self.store.recover_interrupted()
         await self.window.attach(self.runtime, self.spawn)
+        problems = [settings.problem] if settings.problem else []
         if interrupted:
-            self.window.show_status(
+            problems.append(
                 f"{interrupted} reply(s) were cut off when the app last stopped; "
                 "they are kept and marked interrupted."
             )
+        for text in problems + notes[:1]:
+            self.window.show_status(text, 15000)
         self.spawn(self.window.load_models(self.completions))
+        self.spawn(self._start_outbox())
+        self.spawn(self.window.probe_local_servers())
         self.spawn(asyncio.to_thread(self.database.daily_backup))
         self.spawn(self.runtime.contexts.cleanup_expired())
         return True
 
+    async def _start_outbox(self) -> None:
+        assert self.runtime is not None
+        waiting = await self.runtime.outbox.start()
+        if waiting:
+            self.window.show_status(
+                f"{waiting} message(s) are waiting for their model; they are sent as soon as "
+                "it can be reached (right-click one to cancel or use another model).",
+                15000,
+            )
+
     async def _stop_services(self) -> None:
         import asyncio
 
+        from ..core.logs import shutdown_logging
+
+        if self.runtime is not None:
+            await self.runtime.outbox.stop()
         if self.chat is not None:
             await self.chat.shutdown()
         await self.window.detach()
@@ -143,6 +170,7 @@ class Application:
             await self.completions.close()
         if self.database is not None:
             await asyncio.to_thread(self.database.close)
+        shutdown_logging()
 
     # -- signals -------------------------------------------------------------------------------
 
@@ -178,6 +206,32 @@ class Application:
         if self._signal_pipe is not None:
             for end in self._signal_pipe:
                 end.close()
+
+
+async def first_run_import(settings: Any, keys: Any, directory: Path) -> list[str]:
+    """On the first start, take the upstream configuration from the environment and ``.env``
+    (in the working folder or the data folder). Keys found only in a ``.env`` file go to the
+    keyring when it is a safe one; keys in environment variables are read from there, never
+    copied. Returns notes for the user."""
+    import asyncio
+
+    from ..core.providers.env_import import import_environment
+    from ..core.providers.secrets import InsecureKeyring
+
+    if settings.settings.first_run_import_done:
+        return []
+    result = import_environment(
+        settings.settings, dotenv_paths=[Path.cwd() / ".env", directory / ".env"]
+    )
+    notes = list(result.notes)
+    for provider_id, key in result.keys_from_dotenv.items():
+        try:
+            await asyncio.to_thread(keys.set, provider_id, key)
+        except (InsecureKeyring, ValueError, RuntimeError) as exc:
+            await asyncio.to_thread(keys.set, provider_id, key, session_only=True)
+            notes.append(f"The {provider_id} key from .env is used for this run only: {exc}")
+    await asyncio.to_thread(settings.update, result.settings)
+    return notes
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,8 @@ class EventBridge(QObject):
         conversation_created(Conversation), conversation_updated(Conversation),
         conversation_deleted(int), message_added(Message),
         text_grown(int message_id, int conversation_id, str appended),
-        message_finished(Message), messages_removed(int conversation_id, list[int]),
+        message_finished(Message), message_updated(Message),
+        messages_removed(int conversation_id, list[int]),
         error(str).
     """
 
@@ -31,6 +32,7 @@ class EventBridge(QObject):
     message_added = Signal(object)
     text_grown = Signal(int, int, str)
     message_finished = Signal(object)
+    message_updated = Signal(object)
     messages_removed = Signal(int, list)
     error = Signal(str)
 
@@ -54,6 +56,7 @@ class EventBridge(QObject):
             events.MESSAGE_ADDED: lambda p: self.message_added.emit(p["message"]),
             events.MESSAGE_DELTA: self._on_delta,
             events.MESSAGE_FINISHED: self._on_finished,
+            events.MESSAGE_UPDATED: lambda p: self.message_updated.emit(p["message"]),
             events.MESSAGES_REMOVED: lambda p: self.messages_removed.emit(
                 p["conversation_id"], list(p["message_ids"])
             ),

@@ -22,6 +22,8 @@ from .placeholder import PlaceholderPane
 if TYPE_CHECKING:
     from ..core.agent import Runtime
     from ..core.providers.completions import Completions
+    from ..core.providers.probe import FoundServer
+    from ..core.providers.secrets import KeyStore
     from .chat.pane import ChatPane
     from .context_browser import ContextPane
 
@@ -60,6 +62,8 @@ class MainWindow(QMainWindow):
         self.chat_pane: ChatPane | None = None
         self.context_pane: ContextPane | None = None
         self.runtime: Runtime | None = None
+        self.keys: KeyStore | None = None
+        self.found_servers: list[FoundServer] = []
         self._spawn: Callable[[Any], Any] | None = None
         self._painted = False
         self._settings = QSettings(str(directory / "window.ini"), QSettings.Format.IniFormat)
@@ -148,7 +152,14 @@ class MainWindow(QMainWindow):
         )
         self.export_memory_action = self._action("Export agents' &memory…", self._on_export_memory)
         self.import_memory_action = self._action("&Import memory…", self._on_import_memory)
+        self.settings_action = self._action(
+            "&Settings…", self._on_settings, QKeySequence.StandardKey.Preferences
+        )
+        self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
+        self.usage_action = self._action("&Usage and cost…", self._on_usage)
         self.chat_actions = [
+            self.settings_action,
+            self.usage_action,
             self.new_chat_action,
             self.search_action,
             self.export_md_action,
@@ -171,6 +182,8 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.export_memory_action)
         file_menu.addAction(self.import_memory_action)
         file_menu.addSeparator()
+        file_menu.addAction(self.settings_action)
+        file_menu.addSeparator()
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
 
         chat_menu = bar.addMenu("&Chat")
@@ -178,6 +191,7 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.stop_action)
         chat_menu.addAction(self.regenerate_action)
         chat_menu.addSeparator()
+        chat_menu.addAction(self.usage_action)
         chat_menu.addAction(self.embeddings_action)
 
         view_menu = bar.addMenu("&View")
@@ -200,7 +214,14 @@ class MainWindow(QMainWindow):
         self.runtime = runtime
         self._spawn = spawn
         self.chat_pane = ChatPane(
-            runtime.chat, runtime.conversations, runtime.bus, spawn, self, agents=runtime.agents
+            runtime.chat,
+            runtime.conversations,
+            runtime.bus,
+            spawn,
+            self,
+            agents=runtime.agents,
+            outbox=runtime.outbox,
+            settings=runtime.settings,
         )
         self.chat_pane.status_message.connect(self.show_status)
         self.chat_pane.reply_speed.connect(self._on_reply_speed)
@@ -265,7 +286,30 @@ class MainWindow(QMainWindow):
             self.model_label.setText("Model: unavailable")
             self.show_status(f"The local model could not start: {exc}", 0)
             return
-        self.model_label.setText(f"Model: {completions.local_model_name} (local)")
+        self._show_default_model(completions)
+        if self.runtime is not None and self.runtime.settings is not None:
+            self.runtime.settings.subscribe(lambda _s: self._show_default_model(completions))
+
+    def _show_default_model(self, completions: Completions) -> None:
+        model = completions.default_model
+        if model.startswith("mangaba-local/"):
+            self.model_label.setText(f"Model: {completions.local_model_name} (local)")
+        else:
+            self.model_label.setText(f"Model: {model}")
+
+    async def probe_local_servers(self) -> None:
+        """Look for model servers on this computer (Ollama, LM Studio, llama.cpp) and offer
+        the ones not configured yet."""
+        from ..core.providers.probe import already_configured, probe_local_servers
+
+        found = await probe_local_servers()
+        if self.runtime is None or self.runtime.settings is None:
+            return
+        settings = self.runtime.settings.settings
+        self.found_servers = [f for f in found if not already_configured(f, settings)]
+        if self.found_servers:
+            names = ", ".join(f"{f.name} ({len(f.models)} models)" for f in self.found_servers)
+            self.show_status(f"Found on this computer: {names}. Add them in Settings.", 15000)
 
     def show_status(self, text: str, timeout_ms: int = 8000) -> None:
         self.statusBar().showMessage(text, timeout_ms)
@@ -285,6 +329,8 @@ class MainWindow(QMainWindow):
 
         online = reachability == QNetworkInformation.Reachability.Online
         self.network_label.setText("● Online" if online else "○ Offline · local model")
+        if online and self.runtime is not None:
+            self.runtime.outbox.nudge()  # queued messages go out as soon as the network is back
 
     def _on_reply_speed(self, tokens_per_second: float) -> None:
         self.speed_label.setText(f"Last reply: {tokens_per_second:.1f} tokens/s")
@@ -376,6 +422,35 @@ class MainWindow(QMainWindow):
             "Ctrl+K: search all chats\nCtrl+R: regenerate the last reply\nCtrl+Q: quit",
         )
 
+    def _on_settings(self) -> None:
+        if self.runtime is None or self.runtime.settings is None or self._spawn is None:
+            return
+        from .settings import SettingsDialog
+
+        dialog = SettingsDialog(
+            self.runtime.settings,
+            self.keys or _no_keys(),
+            self.runtime.completions,
+            self._spawn,
+            self,
+            found_servers=self.found_servers,
+        )
+        dialog.saved.connect(self.runtime.completions.invalidate)
+        dialog.finished.connect(
+            lambda _code: self.runtime and self.runtime.completions.invalidate()
+        )
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+
+    def _on_usage(self) -> None:
+        if self.runtime is None or self._spawn is None:
+            return
+        from .usage_dialog import UsageDialog
+
+        dialog = UsageDialog(self.runtime.conversations, self._spawn, self)
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+
     def _on_about(self) -> None:
         QMessageBox.about(
             self,
@@ -417,3 +492,9 @@ class MainWindow(QMainWindow):
         self.save_layout()
         event.accept()
         self.closed.emit()
+
+
+def _no_keys() -> KeyStore:
+    from ..core.providers.secrets import KeyStore
+
+    return KeyStore()

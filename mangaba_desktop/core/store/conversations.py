@@ -100,6 +100,15 @@ class ConversationStore:
         self.bus.publish(events.CONVERSATION_UPDATED, conversation=conversation)
         return conversation
 
+    async def set_model(self, conversation_id: int, model: str | None) -> Conversation:
+        """Answer in this conversation with ``model`` from the next message on (None: the
+        agent's or the app's model)."""
+        conversation = await self.db.write(
+            lambda s: _update_conversation(s, conversation_id, model=model)
+        )
+        self.bus.publish(events.CONVERSATION_UPDATED, conversation=conversation)
+        return conversation
+
     async def list(self) -> list[Conversation]:
         """Every conversation, most recently active first."""
 

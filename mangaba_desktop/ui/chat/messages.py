@@ -56,7 +56,7 @@ ROLE_NAMES = {"user": "You", "assistant": "Assistant", "system": "System"}
 STATUS_NOTES = {
     "streaming": "writing…",
     "interrupted": "interrupted",
-    "queued": "queued: will be sent when the model can be reached",
+    "queued": "queued",
     "error": "failed",
 }
 
@@ -301,6 +301,10 @@ class MessageDelegate(QStyledItemDelegate):
             speed = message.tokens_per_second
             if speed and message.status == "complete":
                 parts.append(f"{speed:.1f} tok/s")
+            if message.prompt_tokens is not None and message.completion_tokens is not None:
+                parts.append(f"{message.prompt_tokens:,} → {message.completion_tokens:,} tokens")
+            if message.cost_usd is not None and message.status != "queued":
+                parts.append(format_cost(message.cost_usd))
         note = STATUS_NOTES.get(message.status)
         if note:
             parts.append(note)
@@ -315,12 +319,23 @@ class MessageDelegate(QStyledItemDelegate):
         return QSize(width + 2 * self.PADDING, int(height) + 2 * self.PADDING)
 
     def _body_height(self, message: Message, width: int) -> float:
+        notes = len(self.footnotes(message)) * (self.header_metrics.height() + self.GAP)
         if not message.content:
-            return self.header_metrics.height()
-        height = self.document(message, width).size().height()
+            return max(self.header_metrics.height(), notes)
+        return self.document(message, width).size().height() + notes
+
+    @staticmethod
+    def footnotes(message: Message) -> list[tuple[str, str]]:
+        """The lines under a message: (colour, text) for its error and its notice."""
+        lines = []
+        if message.notice:
+            lines.append(("#5f6368", f"Note: {message.notice}"))
         if message.error:
-            height += self.header_metrics.height() + self.GAP
-        return height
+            if message.status == "queued":
+                lines.append(("#9a6700", f"Waiting: {message.error}"))
+            else:
+                lines.append(("#b3261e", f"Error: {message.error}"))
+        return lines
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: Index) -> None:
         message: Message | None = index.data(MessageRole)
@@ -358,20 +373,30 @@ class MessageDelegate(QStyledItemDelegate):
         elif message.status == "streaming":
             painter.setPen(palette.color(QPalette.ColorRole.PlaceholderText))
             painter.drawText(QRect(x, y, self.text_width(), self.header_metrics.height()), 0, "…")
-        if message.error:
-            painter.setFont(self.header_font)
-            painter.setPen(QColor("#b3261e"))
+        painter.setFont(self.header_font)
+        for colour, text in self.footnotes(message):
+            painter.setPen(QColor(colour))
             painter.drawText(
                 QRect(x, y + self.GAP, self.text_width(), self.header_metrics.height()),
                 Qt.AlignmentFlag.AlignLeft,
                 self.header_metrics.elidedText(
-                    f"Error: {message.error}", Qt.TextElideMode.ElideRight, self.text_width()
+                    text, Qt.TextElideMode.ElideRight, self.text_width()
                 ),
             )
+            y += self.header_metrics.height() + self.GAP
         painter.restore()
 
     def forget(self) -> None:
         self._documents.clear()
+
+
+def format_cost(usd: float) -> str:
+    """A price as people read it: $0 on this computer, cents with enough digits to matter."""
+    if usd == 0:
+        return "$0"
+    if usd < 0.01:
+        return f"${usd:.4f}"
+    return f"${usd:,.2f}"
 
 
 def _shade_code_blocks(document: QTextDocument, palette: QPalette) -> None:

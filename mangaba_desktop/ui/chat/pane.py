@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -29,13 +30,15 @@ from PySide6.QtWidgets import (
 from ...core import events, export
 from ...core.chat import ChatService
 from ...core.events import EventBus
+from ...core.outbox import Outbox
 from ...core.ratelimit import RateLimited
+from ...core.settings import SettingsStore
 from ...core.store import AgentStore, Conversation, ConversationStore, Message, SearchHit
 from ...core.validation import InvalidMessage
 from ..bridge import EventBridge
 from .composer import Composer
 from .conversations import ConversationListModel, ConversationRole
-from .messages import MessageListModel, MessageView, preserve_position
+from .messages import MessageListModel, MessageView, format_cost, preserve_position
 from .search import SearchDialog
 
 DRAFT_SAVE_DELAY_MS = 400
@@ -66,12 +69,16 @@ class ChatPane(QWidget):
         parent: QWidget | None = None,
         *,
         agents: AgentStore | None = None,
+        outbox: Outbox | None = None,
+        settings: SettingsStore | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("chat-pane")
         self.chat = chat
         self.store = store
         self.agents = agents
+        self.outbox = outbox
+        self.settings = settings
         self.bus = bus
         self._unsubscribe_agents: Callable[[], None] | None = None
         self.spawn = spawn
@@ -124,10 +131,28 @@ class ChatPane(QWidget):
         self.agent_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.manage_agents_button = QPushButton("Agents…")
         self.manage_agents_button.setToolTip("Create, edit and delete agents")
+        self.model_combo = QComboBox()
+        self.model_combo.setObjectName("model-picker")
+        self.model_combo.setToolTip(
+            "The model that answers in this chat; add models in Settings ▸ Models & providers"
+        )
+        self.model_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.model_combo.setMinimumContentsLength(4)
+        self.usage_label = QLabel("")
+        self.usage_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.usage_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.usage_label.setObjectName("chat-usage")
+        self.usage_label.setToolTip("Tokens and cost of the replies in this chat")
+        # No "Agent:"/"Model:" labels: the bar must fit a narrow window beside the side panes;
+        # the pickers say what they are in their tooltips and accessible names.
+        self.agent_combo.setAccessibleName("Agent")
+        self.model_combo.setAccessibleName("Model")
         agent_bar = QHBoxLayout()
-        agent_bar.addWidget(QLabel("Agent:"))
         agent_bar.addWidget(self.agent_combo)
         agent_bar.addWidget(self.manage_agents_button)
+        agent_bar.addWidget(self.model_combo)
         agent_bar.addStretch(1)
         self.composer = Composer()
         self.notice = QLabel("")
@@ -145,6 +170,7 @@ class ChatPane(QWidget):
         self.regenerate_button.setToolTip("Write the last reply again (Ctrl+R)")
         buttons = QHBoxLayout()
         buttons.addWidget(self.notice, 1)
+        buttons.addWidget(self.usage_label, 1)
         buttons.addWidget(self.regenerate_button)
         buttons.addWidget(self.stop_button)
         buttons.addWidget(self.send_button)
@@ -185,6 +211,7 @@ class ChatPane(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.regenerate_button.clicked.connect(self.regenerate)
         self.agent_combo.activated.connect(self._on_agent_chosen)
+        self.model_combo.activated.connect(self._on_model_chosen)
         self.manage_agents_button.clicked.connect(self.manage_agents)
         self.message_view.selectionModel().currentChanged.connect(self._on_message_selected)
         bridge = self.bridge
@@ -194,6 +221,7 @@ class ChatPane(QWidget):
         bridge.message_added.connect(self._on_message_added)
         bridge.text_grown.connect(self._on_text_grown)
         bridge.message_finished.connect(self._on_message_finished)
+        bridge.message_updated.connect(self._on_message_updated)
         bridge.messages_removed.connect(self._on_messages_removed)
 
     # -- life ----------------------------------------------------------------------------------
@@ -205,6 +233,9 @@ class ChatPane(QWidget):
                 events.AGENTS_CHANGED, lambda _n, _p: self.spawn(self.load_agents())
             )
             await self.load_agents()
+        if self.settings is not None:
+            self.settings.subscribe(lambda _settings: self.load_models())
+        self.load_models()
         conversations = await self.store.list()
         self.conversations.set_all(conversations)
         if conversations:
@@ -255,6 +286,8 @@ class ChatPane(QWidget):
         self.hide_notice()
         self._update_streaming()
         self._show_agent_of(conversation)
+        self._show_model_of(conversation)
+        self.spawn(self.refresh_usage())
         self.reply_selected.emit([])
         row = await self.messages.open(conversation.id if conversation else None, around)
         self.message_view.delegate.forget()
@@ -375,6 +408,99 @@ class ChatPane(QWidget):
             self.status_message.emit(
                 f"{self.agent_combo.currentText()} answers in this chat from now on."
             )
+
+    # -- models --------------------------------------------------------------------------------
+
+    def load_models(self) -> None:
+        """Fill the model picker from the settings: the default first, then every model."""
+        models = self.settings.settings.models() if self.settings else []
+        self.model_combo.clear()
+        self.model_combo.addItem("Default model", None)
+        self.model_combo.setItemData(
+            0, "The agent's model, or the app's default model", Qt.ItemDataRole.ToolTipRole
+        )
+        for model in models:
+            self.model_combo.addItem(model, model)
+        self._show_model_of(self.current)
+
+    def _show_model_of(self, conversation: Conversation | None) -> None:
+        model = conversation.model if conversation is not None else None
+        index = self.model_combo.findData(model) if model else 0
+        if index < 0:  # a model no longer in the settings: still shown, as the chat uses it
+            self.model_combo.addItem(f"{model} (not configured)", model)
+            index = self.model_combo.count() - 1
+        self.model_combo.setCurrentIndex(index)
+
+    def _on_model_chosen(self, _index: int) -> None:
+        model = self.model_combo.currentData()
+        if self.current is None or self.current.id is None:
+            return
+        if model != self.current.model:
+            self.spawn(self.store.set_model(self.current.id, model))
+            shown = model or "the default model"
+            self.status_message.emit(f"Replies in this chat now come from {shown}.")
+
+    async def refresh_usage(self) -> None:
+        """Show the shown chat's tokens and cost."""
+        conversation = self.current
+        if conversation is None or conversation.id is None:
+            self.usage_label.setText("")
+            return
+        rows = await self.store.usage(conversation.id)
+        if self.current is not conversation and (
+            self.current is None or self.current.id != conversation.id
+        ):
+            return
+        tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows)
+        if not rows:
+            self.usage_label.setText("")
+            return
+        cost = sum(r.cost_usd or 0.0 for r in rows)
+        unpriced = sum(r.unpriced for r in rows)
+        text = f"This chat: {tokens:,} tokens · {format_cost(cost)}"
+        if unpriced and cost:
+            text += "+"
+        self.usage_label.setText(text)
+        self.usage_label.setToolTip(
+            "\n".join(
+                f"{r.model}: {r.replies} replies, {r.prompt_tokens:,} + "
+                f"{r.completion_tokens:,} tokens, "
+                + (format_cost(r.cost_usd) if r.cost_usd is not None else "price unknown")
+                for r in rows
+            )
+        )
+
+    # -- queued replies ------------------------------------------------------------------------
+
+    def send_queued_now(self, message: Message, model: str | None = None) -> None:
+        if self.outbox is None or message.id is None:
+            return
+        message_id = message.id
+
+        async def job() -> None:
+            try:
+                if model is None:
+                    await self.outbox.send_with(message_id, message.model or "")  # type: ignore[union-attr]
+                else:
+                    await self.outbox.send_with(message_id, model)  # type: ignore[union-attr]
+            except (LookupError, RuntimeError) as exc:
+                self.show_notice(str(exc))
+            self._update_streaming()
+
+        self.spawn(job())
+
+    def cancel_queued(self, message: Message) -> None:
+        if self.outbox is None or message.id is None:
+            return
+        message_id = message.id
+
+        async def job() -> None:
+            try:
+                await self.outbox.cancel(message_id)  # type: ignore[union-attr]
+            except LookupError as exc:
+                self.show_notice(str(exc))
+
+        self.spawn(job())
 
     def manage_agents(self) -> None:
         if self.agents is None:
@@ -497,6 +623,15 @@ class ChatPane(QWidget):
             self.message_view.relayout(index)
             self.message_view.keep_bottom_if(was_at_bottom)
         QTimer.singleShot(0, self._update_streaming)
+        self.spawn(self.refresh_usage())
+
+    def _on_message_updated(self, message: Message) -> None:
+        if self.current is None or message.conversation_id != self.current.id:
+            return
+        index = self.messages.replace(message)
+        if index is not None:
+            self.message_view.relayout(index)
+        QTimer.singleShot(0, self._update_streaming)
 
     def _on_messages_removed(self, conversation_id: int, message_ids: list[int]) -> None:
         if self.current is not None and conversation_id == self.current.id:
@@ -520,6 +655,14 @@ class ChatPane(QWidget):
         menu.addAction("Copy", lambda: self.copy_message(message))
         if message.role == "user":
             menu.addAction("Edit and resend…", lambda: self.edit_message(message))
+        if message.status == "queued" and self.outbox is not None:
+            menu.addSeparator()
+            menu.addAction("Send now", lambda: self.send_queued_now(message))
+            others = menu.addMenu("Send with another model")
+            for model in self.settings.settings.models() if self.settings else []:
+                if model != message.model:
+                    others.addAction(model, lambda m=model: self.send_queued_now(message, m))
+            menu.addAction("Cancel sending", lambda: self.cancel_queued(message))
         last = self.messages.rows[-1] if self.messages.rows else None
         if message.role == "assistant" and last is not None and last.id == message.id:
             menu.addAction("Regenerate", self.regenerate)
