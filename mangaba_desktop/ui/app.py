@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import socket
 import sys
@@ -116,6 +117,9 @@ class Application:
         self.bus = EventBus()
         keys = KeyStore()
         await asyncio.to_thread(setup_logging, self.directory, keys)
+        # qasync's executor logs each call's arguments and result at DEBUG: never let a key
+        # that crosses a thread reach a handler that way.
+        logging.getLogger("qasync").setLevel(logging.INFO)
         settings = await asyncio.to_thread(SettingsStore, self.directory)
         self.database = await open_database(self.window, self.directory)
         if self.database is None:

@@ -265,6 +265,10 @@ class Completions:
             return os.environ.get(provider.env_var) if provider.env_var else None
         return self.keys.get(provider.id, provider.env_var)
 
+    def _has_key(self, provider: Provider) -> bool:
+        # A bool, not the key: what crosses a thread may be logged by the loop's executor.
+        return bool(self._key(provider))
+
     def _add_gguf(self, provider: Provider) -> None:
         if self._local is None or not provider.path:
             return
@@ -324,7 +328,7 @@ class Completions:
     ) -> Any:
         provider = self.settings.provider_of(model)
         if provider is not None:
-            if provider.needs_key and not await asyncio.to_thread(self._key, provider):
+            if provider.needs_key and not await asyncio.to_thread(self._has_key, provider):
                 raise KeyMissing(
                     f"There is no API key for {provider.name}: add one in Settings ▸ "
                     "Models & providers."
@@ -463,7 +467,9 @@ class Completions:
         """One minimal real request to ``provider`` with ``key`` (or its stored key)."""
         await self._imported()
         if key is None:
-            key = await asyncio.to_thread(self._key, provider)
+            found: list[str | None] = []
+            await asyncio.to_thread(lambda: found.append(self._key(provider)))
+            key = found[0]
         if provider.needs_key and not key:
             return KeyCheck(False, f"There is no key for {provider.name} to test.")
         model = (provider.models or list(provider.info.models) or [""])[0]
