@@ -293,19 +293,25 @@ class MessageDelegate(QStyledItemDelegate):
         return document
 
     def header(self, message: Message) -> str:
+        """Who, when, and for a reply: the model, its state, tokens, cost and speed (the most
+        telling first, as a narrow pane cuts the end)."""
         parts = [ROLE_NAMES.get(message.role, message.role.title())]
         parts.append(time.strftime("%d %b %H:%M", time.localtime(message.created_at)))
+        note = STATUS_NOTES.get(message.status)
         if message.role == "assistant":
             if message.model:
                 parts.append(message.model.split("/", 1)[-1])
+            if note:
+                parts.append(note)
+                note = None
+            if message.prompt_tokens is not None and message.completion_tokens is not None:
+                total = message.prompt_tokens + message.completion_tokens
+                parts.append(f"{total:,} tokens")
+            if message.cost_usd is not None and message.status != "queued":
+                parts.append(format_cost(message.cost_usd))
             speed = message.tokens_per_second
             if speed and message.status == "complete":
                 parts.append(f"{speed:.1f} tok/s")
-            if message.prompt_tokens is not None and message.completion_tokens is not None:
-                parts.append(f"{message.prompt_tokens:,} → {message.completion_tokens:,} tokens")
-            if message.cost_usd is not None and message.status != "queued":
-                parts.append(format_cost(message.cost_usd))
-        note = STATUS_NOTES.get(message.status)
         if note:
             parts.append(note)
         return "  ·  ".join(parts)
@@ -318,8 +324,14 @@ class MessageDelegate(QStyledItemDelegate):
         height = self.header_metrics.height() + self.GAP + self._body_height(message, width)
         return QSize(width + 2 * self.PADDING, int(height) + 2 * self.PADDING)
 
+    def _footnote_height(self, text: str, width: int) -> int:
+        wrapped = self.header_metrics.boundingRect(
+            QRect(0, 0, width, 100_000), int(Qt.TextFlag.TextWordWrap), text
+        )
+        return wrapped.height() + self.GAP
+
     def _body_height(self, message: Message, width: int) -> float:
-        notes = len(self.footnotes(message)) * (self.header_metrics.height() + self.GAP)
+        notes = sum(self._footnote_height(text, width) for _c, text in self.footnotes(message))
         if not message.content:
             return max(self.header_metrics.height(), notes)
         return self.document(message, width).size().height() + notes
@@ -374,16 +386,16 @@ class MessageDelegate(QStyledItemDelegate):
             painter.setPen(palette.color(QPalette.ColorRole.PlaceholderText))
             painter.drawText(QRect(x, y, self.text_width(), self.header_metrics.height()), 0, "…")
         painter.setFont(self.header_font)
+        width = self.text_width()
         for colour, text in self.footnotes(message):
             painter.setPen(QColor(colour))
+            height = self._footnote_height(text, width)
             painter.drawText(
-                QRect(x, y + self.GAP, self.text_width(), self.header_metrics.height()),
-                Qt.AlignmentFlag.AlignLeft,
-                self.header_metrics.elidedText(
-                    text, Qt.TextElideMode.ElideRight, self.text_width()
-                ),
+                QRect(x, y + self.GAP, width, height),
+                int(Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap),
+                text,
             )
-            y += self.header_metrics.height() + self.GAP
+            y += height
         painter.restore()
 
     def forget(self) -> None:

@@ -140,6 +140,8 @@ class ChatPane(QWidget):
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
         self.model_combo.setMinimumContentsLength(4)
+        self.model_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.model_combo.setMaximumWidth(320)
         self.usage_label = QLabel("")
         self.usage_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.usage_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -152,8 +154,8 @@ class ChatPane(QWidget):
         agent_bar = QHBoxLayout()
         agent_bar.addWidget(self.agent_combo)
         agent_bar.addWidget(self.manage_agents_button)
-        agent_bar.addWidget(self.model_combo)
-        agent_bar.addStretch(1)
+        agent_bar.addWidget(self.model_combo, 1)
+        agent_bar.addStretch(0)
         self.composer = Composer()
         self.notice = QLabel("")
         self.notice.setObjectName("composer-notice")
@@ -457,12 +459,14 @@ class ChatPane(QWidget):
             return
         cost = sum(r.cost_usd or 0.0 for r in rows)
         unpriced = sum(r.unpriced for r in rows)
-        text = f"This chat: {tokens:,} tokens · {format_cost(cost)}"
+        text = f"{tokens:,} tokens · {format_cost(cost)}"
         if unpriced and cost:
             text += "+"
         self.usage_label.setText(text)
         self.usage_label.setToolTip(
-            "\n".join(
+            "This chat so far (prompt + reply tokens; + means some replies have no known "
+            "price):\n"
+            + "\n".join(
                 f"{r.model}: {r.replies} replies, {r.prompt_tokens:,} + "
                 f"{r.completion_tokens:,} tokens, "
                 + (format_cost(r.cost_usd) if r.cost_usd is not None else "price unknown")
