@@ -125,8 +125,10 @@ def test_queued_messages_survive_a_restart(loop, data_dir):
         server.start(port)
         async with running_app(data_dir) as app:
             await until(
-                lambda: app.pane.messages.rows
-                and app.pane.messages.rows[-1].content == "Sent after the restart.",
+                lambda: (
+                    app.pane.messages.rows
+                    and app.pane.messages.rows[-1].content == "Sent after the restart."
+                ),
                 limit=30,
             )
             assert [m.content for m in app.pane.messages.rows] == [
