@@ -312,20 +312,8 @@ class ConversationStore:
             )
             if conversation_id is not None:
                 query = query.where(Message.conversation_id == conversation_id)
-            return [
-                Usage(
-                    provider=provider,
-                    model=model,
-                    replies=replies,
-                    prompt_tokens=prompt,
-                    completion_tokens=completion,
-                    cost_usd=cost,
-                    unpriced=unpriced,
-                )
-                for provider, model, replies, prompt, completion, cost, unpriced in session.exec(
-                    query  # type: ignore[call-overload]
-                ).all()
-            ]
+            rows = session.exec(query).all()  # type: ignore[call-overload]
+            return [Usage(**dict(zip(Usage.model_fields, row, strict=True))) for row in rows]
 
         return await self.db.read(job)
 
