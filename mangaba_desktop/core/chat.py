@@ -31,6 +31,7 @@ from .context.passages import MAX_CONTEXT_CHARS, digest, split_passages
 from .context.retrieval import RetrievedContext
 from .context.store import ContextStore, insert_context, touch_contexts
 from .events import EventBus
+from .providers.completions import without_credentials
 from .ratelimit import RateLimiter
 from .settings import SettingsStore
 from .store import Agent, AgentStore, ConversationStore, Message, MessageStatus, Role
@@ -67,6 +68,8 @@ class TurnPlan:
     question: Message
     context_type: str = ContextType.CONVERSATION.value
     params: dict[str, Any] = field(default_factory=dict)
+    own_params: dict[str, Any] = field(default_factory=dict)
+    """What the caller asked for this turn beyond the settings (kept for a queued resend)."""
 
 
 class ChatService:
@@ -119,6 +122,9 @@ class ChatService:
         self._starting: set[int] = set()
         """Conversations whose turn is being set up (stored, not streaming yet)."""
         self._upkeep: set[asyncio.Task[Any]] = set()
+        self._queued_params: dict[int, dict[str, Any]] = {}
+        """The call's own parameters (a key given to an agent) of each queued reply, in memory
+        only, so that sending it again asks the same way; lost on quit, never written."""
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -380,6 +386,7 @@ class ChatService:
         model = self.choose_model(conversation, agent, model)
         plan = await self.plan(conversation, agent, model, use_context=use_context)
         plan.params = self.params_for(model, params)
+        plan.own_params = dict(params or {})
         reply = await self.store.add_message(
             conversation.id,
             Role.ASSISTANT,
@@ -418,9 +425,13 @@ class ChatService:
         with self._turn(reply.conversation_id):
             conversation = await self._conversation(reply.conversation_id)
             agent = await self._agent(conversation)
+            own = self._queued_params.pop(reply_id, {})
+            if model is not None and model != reply.model:
+                own = without_credentials(own)  # a key for one model never goes to another
             model = model or reply.model or self.choose_model(conversation, agent)
             plan = await self.plan(conversation, agent, model, before_id=reply_id)
-            plan.params = self.params_for(model)
+            plan.params = {**self.params_for(model), **own}
+            plan.own_params = own
             started = await self.store.update_message(
                 reply_id,
                 status=MessageStatus.STREAMING,
@@ -440,6 +451,7 @@ class ChatService:
         reply = await self.store.get_message(reply_id)
         if reply is None or reply.status != MessageStatus.QUEUED:
             raise LookupError("This message is no longer waiting to be sent.")
+        self._queued_params.pop(reply_id, None)
         cancelled = await self.store.update_message(
             reply_id, status=MessageStatus.INTERRUPTED, error="Cancelled before it was sent."
         )
@@ -519,8 +531,13 @@ class ChatService:
             "cost_usd": answered.get("cost"),
             "notice": answered.get("notice"),
         }
+        if "cost" not in answered and hasattr(self.completions, "cost"):
+            # A failed or cut reply still costs what it used (nothing on this computer).
+            fields["cost_usd"] = self.completions.cost(model, usage)
         if status == MessageStatus.QUEUED:
             fields.update(model=model, latency_ms=None, time_to_first_token_ms=None)
+            fields["cost_usd"] = None
+            self._queued_params[reply.id] = plan.own_params
         remember = status == MessageStatus.COMPLETE and bool(content) and plan.agent is not None
         # The final write must happen even when this task was cancelled (Stop, shutdown).
         try:

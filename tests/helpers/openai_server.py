@@ -12,7 +12,8 @@ they meet a real endpoint. The model name picks the behaviour:
 - ``html``: 200 with an HTML page; ``garbage``: 200 ``text/event-stream`` of non-JSON lines.
 
 A server built with ``api_key`` answers 401 to a request without that bearer key. Every request
-is recorded (model, messages, headers) for the test to inspect.
+is recorded (model, messages, headers, arrival time) for the test to inspect. ``start(port)``
+listens on a chosen port (a model coming back where the app last saw it).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Request:
     model: str
     body: dict[str, Any]
     headers: dict[str, str]
+    at: float = 0.0
+    """When it arrived (``time.monotonic()``)."""
 
 
 @dataclass
@@ -42,7 +45,7 @@ class OpenAIServer:
     """Pause before each streamed piece (a slow model)."""
     requests: list[Request] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
-    _server: ThreadingHTTPServer | None = None
+    _server: _Server | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -55,12 +58,15 @@ class OpenAIServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> OpenAIServer:
+    def start(self, port: int = 0) -> OpenAIServer:
+        """Listen on ``port`` of 127.0.0.1 (0: a free one) and serve on a daemon thread."""
         handler = type("Handler", (_Handler,), {"owner": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), handler)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="openai-test-server", daemon=True
+            target=self._server.serve_forever,
+            args=(0.05,),  # polls for shutdown this often: a test's teardown waits for it
+            name="openai-test-server",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -78,6 +84,13 @@ class OpenAIServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512
+    """A burst of connections waits to be accepted instead of being dropped (and retried by
+    the client a second later), so that a test's timings are the app's."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -113,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         model = str(body.get("model", ""))
         owner = self.owner
-        owner.requests.append(Request(model, body, dict(self.headers.items())))
+        owner.requests.append(Request(model, body, dict(self.headers.items()), time.monotonic()))
         owner.counts[model] += 1
         if not self._authorised():
             return

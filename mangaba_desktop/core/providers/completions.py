@@ -297,7 +297,7 @@ class Completions:
         failures: list[ProviderError] = []
         for candidate in chain:
             # A key or address given for the chosen model is never sent to a fallback.
-            asked = params if candidate == model else _without_credentials(params)
+            asked = params if candidate == model else without_credentials(params)
             try:
                 response = await self._open(router, candidate, messages, asked)
             except ProviderError as error:
@@ -439,7 +439,8 @@ class Completions:
         if name == "PermissionDeniedError":
             return KeyRejected(f"{label} refused the request: the key lacks permission.")
         if name == "RateLimitError":
-            return ModelBusy(f"{label} hit its rate limit (429), even after retries.")
+            retried = " even after retries" if self.settings.retries else ""
+            return ModelBusy(f"{label} hit its rate limit (429){retried}.")
         if name == "NotFoundError":
             return ProviderError(f"{label} does not know the model “{model}”.")
         if name in ("BadRequestError", "UnprocessableEntityError", "ContextWindowExceededError"):
@@ -516,7 +517,8 @@ def _params(
     return params
 
 
-def _without_credentials(params: dict[str, Any]) -> dict[str, Any]:
+def without_credentials(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without a key or address meant for one model only."""
     return {k: v for k, v in params.items() if k not in ("api_key", "api_base", "base_url")}
 
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlmodel import Session, col, delete, select, update
 
 from .. import events
@@ -307,6 +307,8 @@ class ConversationStore:
                 .where(col(Message.status).in_(_ANSWERED))
                 .where(col(Message.model).is_not(None))
                 .where(Message.model != COMMAND_MODEL)
+                # a reply that failed before a word and a token counts for nothing
+                .where(or_(Message.content != "", col(Message.prompt_tokens).is_not(None)))
                 .group_by(Message.provider, Message.model)
                 .order_by(func.coalesce(func.sum(Message.cost_usd), 0).desc())
             )
