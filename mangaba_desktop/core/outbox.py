@@ -103,6 +103,7 @@ class Outbox:
         previous = self.waiting.get(message.id or 0)
         attempts = previous.attempts + 1 if previous else 0
         self._add(message, attempts=attempts)
+        log.info("reply %s queued (attempt %d): %s", message.id, attempts + 1, message.error or "")
         self._wake.set()
 
     def _add(self, message: Message, *, attempts: int = 0, due: float | None = None) -> None:

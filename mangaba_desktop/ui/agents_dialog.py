@@ -8,6 +8,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QDialog,
+    QCompleter,
     QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
@@ -45,6 +46,7 @@ class AgentsDialog(QDialog):
         parent: QWidget | None = None,
         *,
         selected: str | None = None,
+        models: list[str] | None = None,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Agents")
@@ -76,7 +78,14 @@ class AgentsDialog(QDialog):
             "The system prompt: who the agent is and how it answers"
         )
         self.model_edit = QLineEdit()
-        self.model_edit.setPlaceholderText("The app's model (the local model when none is set)")
+        self.model_edit.setPlaceholderText("The app's default model when none is set")
+        if models:
+            # The configured models are offered as one types; any litellm name is accepted.
+            completer = QCompleter(models, self.model_edit)
+            completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+            completer.setFilterMode(Qt.MatchFlag.MatchContains)
+            self.model_edit.setCompleter(completer)
+            self.model_edit.setToolTip("Configured: " + ", ".join(models[:12]))
         self.tags_edit = QLineEdit()
         self.tags_edit.setPlaceholderText("finance, reports")
         self.id_label = QLabel()

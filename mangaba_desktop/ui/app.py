@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .main_window import MainWindow
 
 _PROCESS_START = time.perf_counter()
+log = logging.getLogger(__name__)
 
 
 def _make_application() -> QApplication:
@@ -121,6 +122,7 @@ class Application:
         # that crosses a thread reach a handler that way.
         logging.getLogger("qasync").setLevel(logging.INFO)
         settings = await asyncio.to_thread(SettingsStore, self.directory)
+        log.info("%s %s starting in %s", APP_NAME, __version__, self.directory)
         self.database = await open_database(self.window, self.directory)
         if self.database is None:
             return False
@@ -174,6 +176,7 @@ class Application:
             await self.completions.close()
         if self.database is not None:
             await asyncio.to_thread(self.database.close)
+        log.info("%s stopped", APP_NAME)
         shutdown_logging()
 
     # -- signals -------------------------------------------------------------------------------

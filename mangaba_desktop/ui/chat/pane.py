@@ -511,7 +511,13 @@ class ChatPane(QWidget):
             return
         from ..agents_dialog import AgentsDialog
 
-        dialog = AgentsDialog(self.agents, self.spawn, self, selected=self.chosen_agent_id())
+        dialog = AgentsDialog(
+            self.agents,
+            self.spawn,
+            self,
+            selected=self.chosen_agent_id(),
+            models=self.settings.settings.models() if self.settings else None,
+        )
         dialog.finished.connect(dialog.deleteLater)
         dialog.open()
 
