@@ -7,8 +7,8 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QDialog,
     QCompleter,
+    QDialog,
     QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
