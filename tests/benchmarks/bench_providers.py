@@ -51,6 +51,13 @@ def _paths() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
+def bench_provider(server: Any, **fields: Any) -> Any:
+    """The provider "bench" of the test server ``server``, offering "echo"."""
+    from tests.helpers.providers import local_provider
+
+    return local_provider(server.base_url, "echo", id="bench", name="Bench server", **fields)
+
+
 # -- (a) overhead ------------------------------------------------------------------------------
 
 
@@ -97,18 +104,11 @@ def _ratio(app: dict[str, Any], bare: dict[str, Any], key: str) -> float:
 
 async def overhead(runs: int, warmup: int, delay_s: float) -> dict[str, Any]:
     from mangaba_desktop.core.providers.completions import Completions
-    from mangaba_desktop.core.settings import Provider, ProviderKind, Settings
+    from mangaba_desktop.core.settings import Settings
     from tests.helpers.openai_server import OpenAIServer
 
     server = OpenAIServer(reply=REPLY, delay_s=delay_s).start()
-    provider = Provider(
-        id="bench",
-        kind=ProviderKind.OPENAI_COMPATIBLE,
-        name="Bench server",
-        base_url=server.base_url,
-        models=["echo"],
-        requests_per_minute=100_000.0,
-    )
+    provider = bench_provider(server, requests_per_minute=100_000.0)
     completions = Completions(settings=Settings(providers=[provider]))
     try:
         log("importing litellm through the app")
@@ -209,8 +209,8 @@ async def pacing_alone(count: int, per_minute: float) -> dict[str, Any]:
 async def pacing_through_the_app(count: int, per_minute: float) -> dict[str, Any]:
     from mangaba_desktop.core.providers.completions import Completions
     from mangaba_desktop.core.ratelimit import Pacer
-    from mangaba_desktop.core.settings import Provider, ProviderKind, Settings
     from tests.helpers.openai_server import OpenAIServer
+    from tests.helpers.providers import settings_with
 
     class Recording(Pacer):
         def __init__(self) -> None:
@@ -226,16 +226,8 @@ async def pacing_through_the_app(count: int, per_minute: float) -> dict[str, Any
             return waited
 
     server = OpenAIServer(reply="ok").start()
-    provider = Provider(
-        id="bench",
-        kind=ProviderKind.OPENAI_COMPATIBLE,
-        name="Bench server",
-        base_url=server.base_url,
-        models=["echo"],
-        requests_per_minute=per_minute,
-        timeout_s=120.0,
-    )
-    completions = Completions(settings=Settings(providers=[provider], fallbacks=[]))
+    provider = bench_provider(server, requests_per_minute=per_minute, timeout_s=120.0)
+    completions = Completions(settings=settings_with(provider))
     pacer = Recording()
     completions.pacer = pacer
     failures = 0

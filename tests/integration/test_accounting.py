@@ -11,10 +11,10 @@ import pytest_asyncio
 
 from mangaba_desktop.core.chat import ChatService
 from mangaba_desktop.core.providers.completions import Completions
-from mangaba_desktop.core.settings import Provider, ProviderKind, Settings
 from mangaba_desktop.core.store import MessageStatus, Usage
 from tests.helpers.db import query_file
-from tests.helpers.openai_server import OpenAIServer, free_port
+from tests.helpers.openai_server import OpenAIServer
+from tests.helpers.providers import ask, completions_for, local_provider, refused_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -32,28 +32,11 @@ def server() -> Iterator[OpenAIServer]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def completions(server: OpenAIServer) -> AsyncIterator[Completions]:
-    settings = Settings(
-        providers=[
-            Provider(
-                id="test",
-                kind=ProviderKind.OPENAI_COMPATIBLE,
-                name="Test server",
-                base_url=server.base_url,
-                models=["echo", "echo-2"],
-                timeout_s=5.0,
-            ),
-            Provider(
-                id="offline",
-                kind=ProviderKind.OPENAI_COMPATIBLE,
-                name="Offline server",
-                base_url=f"http://127.0.0.1:{free_port()}/v1",
-                models=["echo"],
-            ),
-        ],
-        fallbacks=[],
+    source = completions_for(
+        local_provider(server.base_url, "echo", "echo-2", timeout_s=5.0),
+        local_provider(refused_url(), "echo", id="offline", name="Offline server"),
         retries=0,
     )
-    source = Completions(settings=settings.check())
     yield source
     await source.close()
 
@@ -63,13 +46,6 @@ async def chat(store, completions, bus) -> AsyncIterator[ChatService]:
     service = ChatService(store, completions, bus)
     yield service
     await service.shutdown()
-
-
-async def ask(chat: ChatService, conversation_id: int, text: str, model: str, **params):
-    await chat.send(conversation_id, text, model=model, params=params or None)
-    reply = await chat.wait(conversation_id)
-    assert reply is not None and reply.status == MessageStatus.COMPLETE, reply
-    return reply
 
 
 def by_model(usage: list[Usage]) -> dict[tuple[str, str], Usage]:
@@ -173,9 +149,7 @@ async def test_replies_no_model_gave_are_not_counted(store, chat, server):
     await ask(chat, conversation.id, "What is two plus two?", "test/echo")
     await chat.send(conversation.id, "/help")  # the app answers, no model is asked
     await chat.wait(conversation.id)
-    await chat.send(conversation.id, "Are you there?", model=OFFLINE)
-    queued = await chat.wait(conversation.id)
-    assert queued is not None and queued.status == MessageStatus.QUEUED
+    await ask(chat, conversation.id, "Are you there?", OFFLINE, MessageStatus.QUEUED)
 
     usage = await store.usage(conversation.id)
 

@@ -15,11 +15,11 @@ from mangaba_desktop.core.chat import ChatService
 from mangaba_desktop.core.events import EventBus
 from mangaba_desktop.core.outbox import Outbox
 from mangaba_desktop.core.providers.completions import Completions
-from mangaba_desktop.core.settings import Provider, ProviderKind, Settings
 from mangaba_desktop.core.store import Message, MessageStatus
 from tests.helpers.db import query_file
 from tests.helpers.events import EventLog
 from tests.helpers.openai_server import OpenAIServer, free_port
+from tests.helpers.providers import ask, completions_for, local_provider, url_at
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -87,29 +87,13 @@ def other_server() -> Iterator[OpenAIServer]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def completions(port: int, other_server: OpenAIServer) -> AsyncIterator[Completions]:
     """No fallback (so that an unreachable model's reply waits) and no retries."""
-    settings = Settings(
-        providers=[
-            Provider(
-                id="test",
-                kind=ProviderKind.OPENAI_COMPATIBLE,
-                name="Test server",
-                base_url=f"http://127.0.0.1:{port}/v1",
-                models=["echo"],
-                timeout_s=2.0,
-            ),
-            Provider(
-                id="other",
-                kind=ProviderKind.OPENAI_COMPATIBLE,
-                name="Other server",
-                base_url=other_server.base_url,
-                models=["echo"],
-                timeout_s=2.0,
-            ),
-        ],
-        fallbacks=[],
+    source = completions_for(
+        local_provider(url_at(port), "echo", timeout_s=2.0),
+        local_provider(
+            other_server.base_url, "echo", id="other", name="Other server", timeout_s=2.0
+        ),
         retries=0,
     )
-    source = Completions(settings=settings.check())
     yield source
     await source.close()
 
@@ -154,13 +138,9 @@ async def forgotten(outbox: Outbox, message_id: int, within: float = 2.0) -> Non
             await asyncio.sleep(0.01)
 
 
-async def queue(chat: ChatService, conversation_id: int, text: str) -> Message:
+async def queue(chat: ChatService, conversation_id: int, text: str, **params: object) -> Message:
     """Send ``text`` while the model is unreachable; returns the reply, stored as queued."""
-    reply = await chat.send(conversation_id, text, model=MODEL)
-    queued = await chat.wait(conversation_id)
-    assert queued is not None and queued.id == reply.id
-    assert queued.status == MessageStatus.QUEUED
-    return queued
+    return await ask(chat, conversation_id, text, MODEL, MessageStatus.QUEUED, **params)
 
 
 # -- waiting, then answered --------------------------------------------------------------------
@@ -331,9 +311,7 @@ async def test_a_key_given_for_the_call_is_sent_again_with_the_queued_reply(
     agent_key = "sk-agent-own-key-5e0d"
     chat, outbox = services(store)
     conversation = await store.create()
-    await chat.send(conversation.id, "Hi", model=MODEL, params={"api_key": agent_key})
-    queued = await chat.wait(conversation.id)
-    assert queued is not None and queued.status == MessageStatus.QUEUED
+    queued = await queue(chat, conversation.id, "Hi", api_key=agent_key)
     server = OpenAIServer(api_key=agent_key).start(port)
     try:
         assert await outbox.start() == 1

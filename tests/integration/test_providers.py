@@ -23,8 +23,9 @@ from mangaba_desktop.core.providers.completions import (
     StreamPiece,
 )
 from mangaba_desktop.core.ratelimit import Pacer
-from mangaba_desktop.core.settings import Provider, ProviderKind, Settings
-from tests.helpers.openai_server import OpenAIServer, free_port
+from mangaba_desktop.core.settings import Provider, ProviderKind
+from tests.helpers.openai_server import OpenAIServer
+from tests.helpers.providers import completions_for, local_provider, refused_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -36,23 +37,11 @@ WRONG_KEY = "sk-test-wrong-77d2e0"
 KEY_ENV = "MANGABA_TEST_SERVER_KEY"
 
 
-def provider_at(
-    server_or_url: OpenAIServer | str, *models: str, id: str = "test", **fields: object
-) -> Provider:
-    """An OpenAI-compatible provider for ``server_or_url`` offering ``models``."""
+def provider_at(server_or_url: OpenAIServer | str, *models: str, **fields: object) -> Provider:
+    """An OpenAI-compatible provider for ``server_or_url`` offering ``models``, with the
+    shortest timeout unless ``fields`` give another."""
     url = server_or_url if isinstance(server_or_url, str) else server_or_url.base_url
-    defaults: dict[str, object] = {"name": "Test server", "timeout_s": TIMEOUT_S}
-    return Provider(
-        id=id,
-        kind=ProviderKind.OPENAI_COMPATIBLE,
-        base_url=url,
-        models=list(models),
-        **{**defaults, **fields},
-    )
-
-
-def refused_url() -> str:
-    return f"http://127.0.0.1:{free_port()}/v1"
+    return local_provider(url, *models, **{"timeout_s": TIMEOUT_S, **fields})
 
 
 @pytest.fixture
@@ -77,8 +66,7 @@ async def make() -> AsyncIterator[Callable[..., Completions]]:
     def build(
         *providers: Provider, fallbacks: tuple[str, ...] = (), retries: int = 0
     ) -> Completions:
-        settings = Settings(providers=list(providers), fallbacks=list(fallbacks), retries=retries)
-        completions = Completions(settings=settings.check())
+        completions = completions_for(*providers, fallbacks=list(fallbacks), retries=retries)
         made.append(completions)
         return completions
 

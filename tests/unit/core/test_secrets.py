@@ -26,6 +26,7 @@ from mangaba_desktop.core.providers.secrets import (
     RedactingFilter,
     redact,
 )
+from tests.helpers.providers import plaintext_keyring
 
 KEY = "sk-test-4f9c2a7be13d58e06a1b"
 OTHER_KEY = "sk-test-0d7e6b5a4c3f2e1d0c9b"
@@ -43,11 +44,7 @@ def provider(secret_service: Any) -> Iterator[str]:
 
 @pytest.fixture
 def plaintext(tmp_path: Path) -> PlaintextKeyring:
-    backend = PlaintextKeyring()
-    backend.file_path = str(tmp_path / "keyring_pass.cfg")
-    # Something else already in the file, so the file exists and can be read back.
-    backend.set_password("another-app", "user", "unrelated-secret")
-    return backend
+    return plaintext_keyring(tmp_path)
 
 
 # --- the real Secret Service ----------------------------------------------------------------------

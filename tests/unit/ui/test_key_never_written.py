@@ -21,9 +21,9 @@ import pytest
 from mangaba_desktop.core import events, export
 from mangaba_desktop.core.context.transfer import export_to_file
 from mangaba_desktop.core.providers.secrets import KeyStore
-from mangaba_desktop.core.settings import Provider, ProviderKind, Settings, SettingsStore
 from tests.helpers.app import running_app, until
 from tests.helpers.openai_server import OpenAIServer
+from tests.helpers.providers import configure, local_provider
 
 
 @pytest.fixture
@@ -43,23 +43,10 @@ def test_a_configured_key_is_used_but_never_written_anywhere(loop, tmp_path, def
     exports.mkdir()
     server = OpenAIServer(reply="The answer is forty-two.", api_key=key).start()
     try:
-        SettingsStore(data_dir).update(
-            Settings(
-                providers=[
-                    Provider(
-                        id="secure",
-                        kind=ProviderKind.OPENAI_COMPATIBLE,
-                        name="Secure server",
-                        base_url=server.base_url,
-                        models=["echo", "unauthorized"],
-                        timeout_s=10,
-                    )
-                ],
-                default_model="secure/echo",
-                fallbacks=[],
-                first_run_import_done=True,
-            )
+        secure = local_provider(
+            server.base_url, "echo", "unauthorized", id="secure", name="Secure server", timeout_s=10
         )
+        configure(data_dir, secure, default_model="secure/echo")
         assert KeyStore(default_keyring).set("secure", key).value == "keyring"
 
         async def scenario() -> None:

@@ -11,44 +11,34 @@ from PySide6.QtCore import Qt
 from PySide6.QtNetwork import QNetworkInformation
 
 from mangaba_desktop.core import events
-from mangaba_desktop.core.settings import Provider, ProviderKind, Settings, SettingsStore
 from mangaba_desktop.ui.usage_dialog import UsageDialog
 from tests.helpers.app import running_app, until
 from tests.helpers.openai_server import OpenAIServer, free_port
+from tests.helpers.providers import configure, local_provider, refused_url, url_at
 
 
-def configure(data_dir, base_url: str, *, default_model: str = "lan/echo") -> None:
-    SettingsStore(data_dir).update(
-        Settings(
-            providers=[
-                Provider(
-                    id="lan",
-                    kind=ProviderKind.OPENAI_COMPATIBLE,
-                    name="LAN server",
-                    base_url=base_url,
-                    models=["echo", "echo-2"],
-                    timeout_s=5,
-                )
-            ],
-            default_model=default_model,
-            fallbacks=[],
-            retries=0,
-            first_run_import_done=True,
-        )
-    )
+def configure_lan(data_dir, base_url: str, *, default_model: str = "lan/echo") -> None:
+    """Settings with one server on the network, at ``base_url``, offering echo and echo-2."""
+    lan = local_provider(base_url, "echo", "echo-2", id="lan", name="LAN server", timeout_s=5)
+    configure(data_dir, lan, default_model=default_model, retries=0)
+
+
+async def send_queued(app, text: str):
+    """Send ``text`` from the chat pane; its reply once the app has queued it."""
+    queued = app.next_event(events.MESSAGE_QUEUED)
+    await app.pane.send(text)
+    return (await asyncio.wait_for(queued, 30))["message"]
 
 
 def test_a_message_for_an_unreachable_model_waits_and_is_answered_in_place(loop, data_dir):
     port = free_port()
-    configure(data_dir, f"http://127.0.0.1:{port}/v1")
+    configure_lan(data_dir, url_at(port))
     server = OpenAIServer(reply="Back online.")
 
     async def scenario():
         async with running_app(data_dir) as app:
             pane = app.pane
-            queued = app.next_event(events.MESSAGE_QUEUED)
-            await pane.send("Are you there?")
-            message = (await asyncio.wait_for(queued, 30))["message"]
+            message = await send_queued(app, "Are you there?")
             assert message.status == "queued"
             assert "cannot be reached" in message.error
             await until(lambda: pane.messages.rows and pane.messages.rows[-1].status == "queued")
@@ -80,15 +70,13 @@ def test_a_message_for_an_unreachable_model_waits_and_is_answered_in_place(loop,
 
 
 def test_a_queued_message_can_be_cancelled_or_sent_to_another_model(loop, data_dir):
-    configure(data_dir, f"http://127.0.0.1:{free_port()}/v1")
+    configure_lan(data_dir, refused_url())
 
     async def scenario():
         async with running_app(data_dir) as app:
             pane = app.pane
             for text in ("First", "Second"):
-                queued = app.next_event(events.MESSAGE_QUEUED)
-                await pane.send(text)
-                await asyncio.wait_for(queued, 30)
+                await send_queued(app, text)
             first_reply, second_reply = [m for m in pane.messages.rows if m.role == "assistant"]
             assert (first_reply.status, second_reply.status) == ("queued", "queued")
 
@@ -112,14 +100,12 @@ def test_a_queued_message_can_be_cancelled_or_sent_to_another_model(loop, data_d
 
 def test_queued_messages_survive_a_restart(loop, data_dir):
     port = free_port()
-    configure(data_dir, f"http://127.0.0.1:{port}/v1")
+    configure_lan(data_dir, url_at(port))
     server = OpenAIServer(reply="Sent after the restart.")
 
     async def first_run():
         async with running_app(data_dir) as app:
-            queued = app.next_event(events.MESSAGE_QUEUED)
-            await app.pane.send("Keep this for later")
-            await asyncio.wait_for(queued, 30)
+            await send_queued(app, "Keep this for later")
 
     async def second_run():
         server.start(port)
@@ -146,7 +132,9 @@ def test_queued_messages_survive_a_restart(loop, data_dir):
 
 def test_the_model_picker_sets_the_model_of_the_chat(loop, data_dir):
     with OpenAIServer(reply="From echo two.") as server:
-        configure(data_dir, server.base_url, default_model="mangaba-local/smollm2-135m-instruct")
+        configure_lan(
+            data_dir, server.base_url, default_model="mangaba-local/smollm2-135m-instruct"
+        )
 
         async def scenario():
             async with running_app(data_dir) as app:

@@ -34,6 +34,7 @@ from mangaba_desktop.core.settings import (
 )
 from mangaba_desktop.ui.settings import SettingsDialog
 from tests.helpers.app import until
+from tests.helpers.providers import plaintext_keyring
 
 KEY = "sk-test-9a8b7c6d5e4f3a2b1c0d"
 SCREENSHOTS = Path("/tmp")
@@ -101,10 +102,7 @@ class FakeCompletions:
 @pytest.fixture
 def plaintext(tmp_path: Path) -> PlaintextKeyring:
     """A keyring that would write keys in clear to a file of the test's."""
-    backend = PlaintextKeyring()
-    backend.file_path = str(tmp_path / "keyring_pass.cfg")
-    backend.set_password("another-app", "user", "unrelated-secret")
-    return backend
+    return plaintext_keyring(tmp_path)
 
 
 @pytest.fixture
