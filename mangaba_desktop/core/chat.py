@@ -70,6 +70,8 @@ class TurnPlan:
     params: dict[str, Any] = field(default_factory=dict)
     own_params: dict[str, Any] = field(default_factory=dict)
     """What the caller asked for this turn beyond the settings (kept for a queued resend)."""
+    resend: bool = False
+    """A queued reply sent again: if it stops before its first word, it stays queued."""
 
 
 class ChatService:
@@ -122,6 +124,8 @@ class ChatService:
         self._starting: set[int] = set()
         """Conversations whose turn is being set up (stored, not streaming yet)."""
         self._upkeep: set[asyncio.Task[Any]] = set()
+        self._resending: set[int] = set()
+        """Conversations whose streaming reply is a queued one sent again."""
         self._queued_params: dict[int, dict[str, Any]] = {}
         """The call's own parameters (a key given to an agent) of each queued reply, in memory
         only, so that sending it again asks the same way; lost on quit, never written."""
@@ -156,6 +160,7 @@ class ChatService:
         """
         text = validate_message(text)
         command = commands.parse(text)
+        await self._make_way(conversation_id)
         with self._turn(conversation_id):
             conversation = await self._conversation(conversation_id)
             agent = await self._agent(conversation)
@@ -167,6 +172,7 @@ class ChatService:
 
     async def regenerate(self, conversation_id: int, model: str | None = None) -> Message:
         """Replace the replies after the last user message with a new one."""
+        await self._make_way(conversation_id)
         with self._turn(conversation_id):
             conversation = await self._conversation(conversation_id)
             history = await self.store.history(conversation_id)
@@ -185,6 +191,7 @@ class ChatService:
         """Replace a user message and everything after it with ``text`` and a new reply."""
         text = validate_message(text)
         command = commands.parse(text)
+        await self._make_way(conversation_id)
         with self._turn(conversation_id):
             conversation = await self._conversation(conversation_id)
             agent = await self._agent(conversation)
@@ -412,6 +419,8 @@ class ChatService:
         )
         task = asyncio.ensure_future(self._stream_reply(reply, model, plan))
         self._replies[conversation.id] = task
+        if plan.resend:
+            self._resending.add(conversation.id)
         conversation_id = conversation.id
         task.add_done_callback(lambda t: self._forget(conversation_id, t))
         return reply
@@ -425,24 +434,27 @@ class ChatService:
         with self._turn(reply.conversation_id):
             conversation = await self._conversation(reply.conversation_id)
             agent = await self._agent(conversation)
-            own = self._queued_params.pop(reply_id, {})
+            own = self._queued_params.get(reply_id, {})
             if model is not None and model != reply.model:
                 own = without_credentials(own)  # a key for one model never goes to another
             model = model or reply.model or self.choose_model(conversation, agent)
             plan = await self.plan(conversation, agent, model, before_id=reply_id)
             plan.params = {**self.params_for(model), **own}
             plan.own_params = own
-            started = await self.store.update_message(
-                reply_id,
-                status=MessageStatus.STREAMING,
-                model=model,
-                error=None,
-                notice=None,
-                request_id=plan.request_id,
-                context_ids=json.dumps(
+            fields = {
+                "status": MessageStatus.STREAMING,
+                "model": model,
+                "notice": None,
+                "request_id": plan.request_id,
+                "context_ids": json.dumps(
                     [c.context.id for c in plan.contexts if c.context.id is not None]
                 ),
-            )
+            }
+            # Only if it is still queued (it may have been cancelled meanwhile). Its waiting
+            # note stays until the first word, so a crash mid-resend leaves it queued.
+            started = await self.store.db.write(lambda s: _start_queued(s, reply_id, fields))
+            self._queued_params.pop(reply_id, None)
+            plan.resend = True
             self.bus.publish(events.MESSAGE_UPDATED, message=started)
             return self._launch(conversation, started, model, plan)
 
@@ -461,6 +473,15 @@ class ChatService:
     def _forget(self, conversation_id: int, task: asyncio.Task[Message]) -> None:
         if self._replies.get(conversation_id) is task:
             del self._replies[conversation_id]
+            self._resending.discard(conversation_id)
+
+    async def _make_way(self, conversation_id: int) -> None:
+        """A queued reply being sent again does not hold its conversation: the user's new
+        message stops it (it stays queued, for the outbox to try later)."""
+        task = self._replies.get(conversation_id)
+        if conversation_id in self._resending and task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _stream_reply(self, reply: Message, model: str, plan: TurnPlan) -> Message:
         assert reply.id is not None
@@ -505,6 +526,10 @@ class ChatService:
                     self.store.snapshot_message(reply.id, "".join(parts))
         except asyncio.CancelledError:
             status = MessageStatus.INTERRUPTED
+            if plan.resend and not parts:
+                # Quit, Stop or a new message while it was being resent: it waits again.
+                status = MessageStatus.QUEUED
+                error = reply.error or "Not sent yet."
         except Exception as exc:
             log.warning("reply %s failed: %s", reply.id, exc)
             status = MessageStatus.ERROR
@@ -667,6 +692,13 @@ class ChatService:
         chosen = self.params if params is None else params
         parts = [p.text async for p in self.completions.stream(model, messages, **chosen)]
         return post_process("".join(parts))
+
+
+def _start_queued(session: Session, reply_id: int, fields: dict[str, Any]) -> Message:
+    message = session.get(Message, reply_id)
+    if message is None or message.status != MessageStatus.QUEUED:
+        raise LookupError("This message is no longer waiting to be sent.")
+    return update_message_row(session, reply_id, **fields)
 
 
 def summary_request(transcript: str) -> list[dict[str, str]]:

@@ -72,13 +72,16 @@ class Outbox:
         self._wake.set()
 
     async def cancel(self, message_id: int) -> Message:
+        cancelled = await self.chat.cancel_queued(message_id)
         self.waiting.pop(message_id, None)
-        return await self.chat.cancel_queued(message_id)
+        return cancelled
 
-    async def send_with(self, message_id: int, model: str) -> Message:
-        """Send the waiting reply to ``model`` now."""
+    async def send_with(self, message_id: int, model: str | None = None) -> Message:
+        """Send the waiting reply now (to ``model`` if given). Raises ``RuntimeError`` while
+        its conversation has a reply streaming, and it keeps waiting."""
+        started = await self.chat.resume(message_id, model)
         self.waiting.pop(message_id, None)
-        return await self.chat.resume(message_id, model)
+        return started
 
     # -- running -------------------------------------------------------------------------------
 
@@ -153,7 +156,11 @@ class Outbox:
             waiting.attempts += 1
             waiting.due = self.clock() + self.delays[min(waiting.attempts, len(self.delays) - 1)]
             return
-        stored = await self.chat.wait(waiting.conversation_id)
+        try:
+            stored = await self.chat.wait(waiting.conversation_id)
+        except Exception as exc:  # its final write failed; the row says what is left
+            log.warning("resending reply %s failed: %s", waiting.message_id, exc)
+            return
         if stored is None or stored.status != MessageStatus.QUEUED:
             # Answered (or failed for good): the queued event did not re-add it.
             current = self.waiting.get(waiting.message_id)

@@ -84,7 +84,7 @@ KINDS: dict[ProviderKind, KindInfo] = {
         True,
         "OPENROUTER_API_KEY",
         None,
-        ("openai/gpt-4o-mini", "anthropic/claude-haiku-4-5"),
+        ("openai/gpt-4o-mini", "anthropic/claude-haiku-4.5"),
     ),
     ProviderKind.OPENAI_COMPATIBLE: KindInfo(
         "OpenAI-compatible endpoint",
@@ -170,7 +170,7 @@ class Provider(BaseModel):
 
     def litellm_model(self, model: str) -> str:
         if self.kind == ProviderKind.GGUF:
-            return f"{LOCAL_PROVIDER_ID}/{model}"
+            return f"{LOCAL_PROVIDER_ID}/{self.id}/{model}"
         return f"{self.info.litellm_prefix}/{model}"
 
 

@@ -223,20 +223,28 @@ async def first_run_import(settings: Any, keys: Any, directory: Path) -> list[st
     import asyncio
 
     from ..core.providers.env_import import import_environment
-    from ..core.providers.secrets import InsecureKeyring
+    from ..core.providers.secrets import InsecureKeyring, InvalidKey
 
     if settings.settings.first_run_import_done:
         return []
-    result = import_environment(
-        settings.settings, dotenv_paths=[Path.cwd() / ".env", directory / ".env"]
+    result = await asyncio.to_thread(
+        import_environment,
+        settings.settings,
+        dotenv_paths=[Path.cwd() / ".env", directory / ".env"],
     )
     notes = list(result.notes)
     for provider_id, key in result.keys_from_dotenv.items():
+        # One key at a time, each failure a note: a placeholder in .env must not stop the app.
         try:
             await asyncio.to_thread(keys.set, provider_id, key)
-        except (InsecureKeyring, ValueError, RuntimeError) as exc:
-            await asyncio.to_thread(keys.set, provider_id, key, session_only=True)
-            notes.append(f"The {provider_id} key from .env is used for this run only: {exc}")
+        except InvalidKey as exc:
+            notes.append(f"The {provider_id} key in .env was not used: {exc}")
+        except (InsecureKeyring, RuntimeError) as exc:
+            try:
+                await asyncio.to_thread(keys.set, provider_id, key, session_only=True)
+                notes.append(f"The {provider_id} key from .env is used for this run only: {exc}")
+            except (InvalidKey, RuntimeError) as again:
+                notes.append(f"The {provider_id} key in .env was not used: {again}")
     await asyncio.to_thread(settings.update, result.settings)
     return notes
 

@@ -300,8 +300,12 @@ class MainWindow(QMainWindow):
     async def probe_local_servers(self) -> None:
         """Look for model servers on this computer (Ollama, LM Studio, llama.cpp) and offer
         the ones not configured yet."""
+        import asyncio
+        import importlib
+
         from ..core.providers.probe import already_configured, probe_local_servers
 
+        await asyncio.to_thread(importlib.import_module, "httpx")  # its import is not free
         found = await probe_local_servers()
         if self.runtime is None or self.runtime.settings is None:
             return

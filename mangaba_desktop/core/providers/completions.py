@@ -130,7 +130,7 @@ class Completions:
         keys: KeyStore | None = None,
     ) -> None:
         self._local_model_path = local_model_path
-        self._settings = settings
+        self._settings: SettingsStore | Settings = settings or Settings()
         self.keys = keys
         self.pacer = Pacer()
         self._litellm: Any = None
@@ -149,7 +149,7 @@ class Completions:
     def settings(self) -> Settings:
         if isinstance(self._settings, SettingsStore):
             return self._settings.settings
-        return self._settings or Settings()
+        return self._settings
 
     @property
     def default_model(self) -> str:
@@ -218,6 +218,9 @@ class Completions:
         for pending in (self._import, self._ready, self._building):
             if pending is not None and not pending.done():
                 pending.cancel()
+        if self._router is not None:
+            self._router.discard()  # its callbacks leave litellm's global lists
+            self._router = self._router_settings = None
         if self._local is not None:
             await asyncio.to_thread(self._local.shutdown)
 
@@ -226,39 +229,45 @@ class Completions:
     async def router(self) -> Any:
         """The Router for the current settings (built off the loop: keys come from the keyring)."""
         await self._imported()
-        settings = self.settings
-        if self._router is not None and self._router_settings is settings:
-            return self._router
-        if self._building is None or self._building.done():
-            self._building = asyncio.ensure_future(asyncio.to_thread(self._build, settings))
-        router = await asyncio.shield(self._building)
-        self._router, self._router_settings = router, settings
-        return router
+        while True:
+            settings = self.settings
+            if self._router is not None and self._router_settings is settings:
+                return self._router
+            if self._building is None or self._building.done():
+                self._building = asyncio.ensure_future(asyncio.to_thread(self._build, settings))
+            router, built_for = await asyncio.shield(self._building)
+            if built_for is not self.settings:
+                continue  # the settings changed while it was built: build again
+            previous, self._router, self._router_settings = self._router, router, built_for
+            if previous is not None and previous is not router:
+                # A Router registers callbacks in litellm's global lists; let them go with it.
+                previous.discard()
+            return router
 
-    def _build(self, settings: Settings) -> Any:
+    def _build(self, settings: Settings) -> tuple[Any, Settings]:
+        """One deployment per provider (``<id>/*``, with its address, key and timeout), the
+        embedded model, and any other litellm name passed through."""
         from litellm import Router
 
         deployments: list[dict[str, Any]] = [_local_deployment(LOCAL_MODEL, LOCAL_MODEL_NAME)]
         for provider in settings.providers:
-            if provider.kind == ProviderKind.GGUF:
-                self._add_gguf(provider)
-            key = self._key(provider)
-            for model in provider.models:
-                deployments.append(
-                    {
-                        "model_name": provider.model_id(model),
-                        "litellm_params": _params(provider, model, key),
-                    }
-                )
+            deployments.append(
+                {
+                    "model_name": provider.model_id("*"),
+                    "litellm_params": _params(provider, "*", self._key(provider)),
+                }
+            )
+        self._serve_gguf(settings)
         # Any other litellm name (an agent built in code with its own model and key) passes
         # through, with the same retries.
         deployments.append({"model_name": "*", "litellm_params": {"model": "*"}})
-        return Router(
+        router = Router(
             model_list=deployments,
             num_retries=settings.retries,
             retry_after=0,
             disable_cooldowns=True,
         )
+        return router, settings
 
     def _key(self, provider: Provider) -> str | None:
         if self.keys is None:
@@ -269,12 +278,18 @@ class Completions:
         # A bool, not the key: what crosses a thread may be logged by the loop's executor.
         return bool(self._key(provider))
 
-    def _add_gguf(self, provider: Provider) -> None:
-        if self._local is None or not provider.path:
+    def _serve_gguf(self, settings: Settings) -> None:
+        """Make the GGUF providers' models available to the local provider (each file loads
+        on its first use; one that is no longer configured is unloaded)."""
+        if self._local is None:
             return
-        path = Path(provider.path)
-        for model in provider.models or [path.stem]:
-            self._local.add(model, LocalModel(path))
+        wanted: dict[str, Path] = {}
+        for provider in settings.providers:
+            if provider.kind == ProviderKind.GGUF and provider.path:
+                path = Path(provider.path)
+                for model in provider.models or [path.stem]:
+                    wanted[f"{provider.id}/{model}"] = path
+        self._local.serve(wanted)
 
     # -- streaming -----------------------------------------------------------------------------
 
@@ -298,9 +313,20 @@ class Completions:
         for candidate in chain:
             # A key or address given for the chosen model is never sent to a fallback.
             asked = params if candidate == model else without_credentials(params)
+            notice = None
+            if candidate != model and failures:
+                notice = f"{failures[0]} Answered by {candidate} instead."
+            started = False
             try:
                 response = await self._open(router, candidate, messages, asked)
+                mocked = "mock_response" in asked
+                async for piece in self._read(response, candidate, notice, mocked=mocked):
+                    started = started or bool(piece.text)
+                    yield piece
+                return
             except ProviderError as error:
+                if started:
+                    raise  # never two models in one reply
                 failures.append(error)
                 if error.fallback:
                     log.info("%s could not answer: %s", candidate, error)
@@ -308,13 +334,6 @@ class Completions:
                 if candidate == model:
                     raise
                 break
-            notice = None
-            if candidate != model:
-                notice = f"{failures[0]} Answered by {candidate} instead."
-            mocked = "mock_response" in asked
-            async for piece in self._read(response, candidate, notice, mocked=mocked):
-                yield piece
-            return
         first = failures[0]
         if len(failures) > 1:
             tried = ", ".join(chain[1 : len(failures)])
@@ -371,6 +390,9 @@ class Completions:
         except Exception as exc:
             _raise_local_error(exc)
             error = self._explain(exc, model)
+            if isinstance(error, ModelUnreachable):
+                # It answered, then went quiet: slow or overloaded, not out of reach.
+                error = ModelBusy(str(error))
             if got_text:
                 raise StreamCut(f"{error} The reply stopped here; what arrived is kept.") from None
             raise error from None
@@ -381,7 +403,10 @@ class Completions:
                     await closer()
                 except Exception as exc:  # closing a broken stream must not hide its error
                     log.debug("closing a stream failed: %s", exc)
-        finished = inner.received_finish_reason if inner is not None else "stop"
+        finished = "stop"
+        if inner is not None:
+            # Gemini's parser keeps its finish reason in the "intermittent" slot.
+            finished = inner.received_finish_reason or inner.intermittent_finish_reason
         label = self.label(model)
         if not finished and not model.startswith(LOCAL_PROVIDER + "/"):
             if got_text:
@@ -420,7 +445,9 @@ class Completions:
             )
         except Exception:
             return None
-        return float(prompt) + float(completion)
+        total = float(prompt) + float(completion)
+        # A zero price for a cloud model means the table does not really know it.
+        return total if total > 0 or not usage.get("completion_tokens") else None
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -433,7 +460,7 @@ class Completions:
     def _classify(self, exc: BaseException, model: str) -> ProviderError:
         label = self.label(model)
         name = type(exc).__name__
-        text = self._redact(_first_sentence(exc))
+        text = _first_sentence(self._redact(str(exc)) or type(exc).__name__)
         if name == "AuthenticationError" or "401" in name:
             return KeyRejected(f"Key rejected by {label}.")
         if name == "PermissionDeniedError":
@@ -445,10 +472,10 @@ class Completions:
             return ProviderError(f"{label} does not know the model “{model}”.")
         if name in ("BadRequestError", "UnprocessableEntityError", "ContextWindowExceededError"):
             return ProviderError(f"{label} refused the request: {text}")
-        if name == "Timeout" or "timed out" in text.lower() or "timeout" in text.lower():
-            return ModelUnreachable(f"{label} did not answer in time.")
         if _is_connection_failure(exc):
             return ModelUnreachable(f"{label} cannot be reached.")
+        if name == "Timeout" or "timed out" in text.lower() or "timeout" in text.lower():
+            return ModelBusy(f"{label} did not answer in time.")
         if name in ("InternalServerError", "ServiceUnavailableError", "BadGatewayError"):
             return ModelBusy(f"{label} had a server error: {text}")
         if name == "APIConnectionError":
@@ -499,6 +526,7 @@ class Completions:
 def _params(
     provider: Provider, model: str, key: str | None, *, timeout_s: float | None = None
 ) -> dict[str, Any]:
+    """litellm's parameters for ``model`` of ``provider`` (``*`` for all of its models)."""
     timeout = timeout_s or provider.timeout_s
     params: dict[str, Any] = {
         "model": provider.litellm_model(model),
@@ -555,8 +583,8 @@ def _is_connection_failure(exc: BaseException) -> bool:
     return False
 
 
-def _first_sentence(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+def _first_sentence(text: str) -> str:
+    text = text.strip()
     # litellm prefixes class paths and appends router details; keep the provider's words.
     for marker in ("Exception - ", " - "):
         if marker in text:

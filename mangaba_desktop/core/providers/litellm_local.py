@@ -7,6 +7,7 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from litellm import CustomLLM
@@ -32,15 +33,20 @@ class LocalModelProvider(CustomLLM):
         self.others: dict[str, LocalModel] = {}
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="local-model")
 
-    def add(self, name: str, model: LocalModel) -> None:
-        """Serve ``mangaba-local/<name>`` from ``model`` (replacing one of that name)."""
-        previous = self.others.get(name)
-        self.others[name] = model
-        if previous is not None and previous.path != model.path:
-            self.executor.submit(previous.close)
+    def serve(self, files: dict[str, Path]) -> None:
+        """Serve ``mangaba-local/<name>`` from each file (names are ``<provider>/<model>``).
+        A file already loaded under its name stays loaded; names no longer wanted are freed,
+        on the model thread, after any generation in progress."""
+        for name in list(self.others):
+            if files.get(name) != self.others[name].path:
+                self.executor.submit(self.others.pop(name).close)
+        for name, path in files.items():
+            if name not in self.others:
+                self.others[name] = LocalModel(path)
 
     def model_for(self, name: str) -> LocalModel:
-        return self.others.get(name.rpartition("/")[2], self.model)
+        """The model for litellm's ``name`` (with or without the provider prefix)."""
+        return self.others.get(name.removeprefix(PROVIDER + "/"), self.model)
 
     def preload(self) -> concurrent.futures.Future[None]:
         return self.executor.submit(self.model.load)

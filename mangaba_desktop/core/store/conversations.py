@@ -323,13 +323,18 @@ class ConversationStore:
         return await self.db.read(lambda s: search_messages(s, query, limit))
 
     async def recover_interrupted(self) -> int:
-        """Mark replies that were still streaming when the app last stopped as interrupted."""
+        """Mark replies that were still streaming when the app last stopped as interrupted;
+        a queued reply that was being sent again, and had not started, is queued again."""
 
         def job(session: Session) -> int:
-            result = session.exec(
+            streaming = col(Message.status) == MessageStatus.STREAMING
+            session.exec(
                 update(Message)
-                .where(col(Message.status) == MessageStatus.STREAMING)
-                .values(status=MessageStatus.INTERRUPTED)
+                .where(streaming, Message.content == "", col(Message.error).is_not(None))
+                .values(status=MessageStatus.QUEUED)
+            )
+            result = session.exec(
+                update(Message).where(streaming).values(status=MessageStatus.INTERRUPTED)
             )
             return result.rowcount
 

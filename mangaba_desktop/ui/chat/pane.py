@@ -483,10 +483,7 @@ class ChatPane(QWidget):
 
         async def job() -> None:
             try:
-                if model is None:
-                    await self.outbox.send_with(message_id, message.model or "")  # type: ignore[union-attr]
-                else:
-                    await self.outbox.send_with(message_id, model)  # type: ignore[union-attr]
+                await self.outbox.send_with(message_id, model)  # type: ignore[union-attr]
             except (LookupError, RuntimeError) as exc:
                 self.show_notice(str(exc))
             self._update_streaming()
