@@ -24,6 +24,9 @@ from . import commands, events
 from .chat import ChatService
 from .context.store import ContextStore
 from .events import EventBus
+from .network import AgentHub, NetworkError
+from .network.hub import DEFAULT_TIMEOUT_S
+from .network.local import LocalAgents
 from .outbox import Outbox
 from .providers.completions import Completions
 from .settings import Settings, SettingsStore
@@ -72,6 +75,15 @@ class Runtime:
             self.contexts.cap_per_agent = settings.settings.context_cap
             settings.subscribe(self._on_settings)
         self.outbox = Outbox(self.chat, self.bus)
+        self.network = AgentHub(self.bus, database)
+        self.local_agents = LocalAgents(
+            self.network, self.agents, self.conversations, self.chat, self.contexts, self.bus
+        )
+
+    async def start(self) -> None:
+        """Start the background services: the outbox and the agents on the network."""
+        await self.outbox.start()
+        await self.local_agents.start()
 
     def _on_settings(self, settings: Settings) -> None:
         self.contexts.cap_per_agent = settings.context_cap
@@ -88,7 +100,7 @@ class Runtime:
         settings = await asyncio.to_thread(SettingsStore, folder)
         completions = completions or Completions(settings=settings, keys=KeyStore())
         runtime = cls(database, completions, settings=settings)
-        await runtime.outbox.start()
+        await runtime.start()
         return runtime
 
     @classmethod
@@ -107,6 +119,8 @@ class Runtime:
         return runtime
 
     async def close(self) -> None:
+        await self.local_agents.stop()
+        await self.network.close()
         await self.outbox.stop()
         await self.chat.shutdown()
         closer = getattr(self.completions, "close", None)
@@ -204,7 +218,7 @@ class MangabaAgent:
         agent_id: ``mangaba_<8 hex>`` by default; an existing id reopens that agent.
         agent_name: its name; the id by default.
         use_mcp: give replies the relevant contexts (the seed's "MCP").
-        use_a2a: take part in the agent network.
+        use_a2a: take part in the agent network (requests, broadcasts, links).
         persona: its system prompt.
         tags: labels, used to address agents in groups.
         runtime: the core to run on; the user's data folder by default.
@@ -283,6 +297,51 @@ class MangabaAgent:
         )
         self._conversation_id = conversation.id
         return conversation
+
+    # -- the network -------------------------------------------------------------------------
+
+    async def _on_network(self, *others: str) -> Runtime:
+        if not self.use_a2a:
+            raise NetworkError(f"{self.agent_name} does not take part in the agent network.")
+        runtime = await self.runtime()
+        await self.record()
+        if any(i not in runtime.network.nodes for i in (self.agent_id, *others)):
+            await runtime.local_agents.sync()
+        return runtime
+
+    async def send_agent_request(
+        self,
+        target_agent_id: str | MangabaAgent,
+        action: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> str:
+        """Ask another agent to ``chat``, ``analyze``, ``translate``, ``summarize`` or
+        ``get_context``; returns its answer. Raises :class:`NetworkError` (an unknown or
+        offline agent, an error in its answer, no answer in time)."""
+        if isinstance(target_agent_id, MangabaAgent):
+            await target_agent_id.record()
+            target_agent_id = target_agent_id.agent_id
+        runtime = await self._on_network(target_agent_id)
+        response = await runtime.network.request(
+            self.agent_id, target_agent_id, action, params, timeout_s=timeout_s
+        )
+        return response.text
+
+    async def broadcast_message(self, message: str, tags: list[str] | None = None) -> list[str]:
+        """Send ``message`` to every connected agent (with one of ``tags``, when given);
+        returns the ids of the agents it went to."""
+        runtime = await self._on_network()
+        return await runtime.network.broadcast(self.agent_id, {"message": message}, tags)
+
+    async def connect_to(self, other: MangabaAgent | str) -> None:
+        """Link this agent and ``other`` both ways."""
+        other_id = other.agent_id if isinstance(other, MangabaAgent) else other
+        if isinstance(other, MangabaAgent):
+            await other.record()
+        runtime = await self._on_network(other_id)
+        await runtime.network.connect(self.agent_id, other_id)
 
     # -- the capabilities ----------------------------------------------------------------------
 

@@ -152,6 +152,11 @@ def parse(text: str) -> Command | None:
     return Command(name, arguments, body)
 
 
+def escape(text: str) -> str:
+    """Text to be sent as it is, even when it begins with ``/`` (the reverse of unescape)."""
+    return "/" + text if text.startswith("/") else text
+
+
 def unescape(text: str) -> str:
     """Plain text as the model should see it (``//x`` becomes ``/x``)."""
     return text[1:] if text.startswith("//") else text

@@ -36,6 +36,10 @@ AGENTS_CHANGED = "agents.changed"
 CONTEXTS_CHANGED = "contexts.changed"
 CONTEXTS_RETRIEVED = "contexts.retrieved"
 CONTEXTS_COMPRESSED = "contexts.compressed"
+# Published by the agent network.
+NETWORK_NODE = "network.node"
+NETWORK_MESSAGE = "network.message"
+NETWORK_LINK = "network.link"
 
 
 class EventBus:

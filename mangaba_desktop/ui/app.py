@@ -151,6 +151,7 @@ class Application:
 
     async def _start_outbox(self) -> None:
         assert self.runtime is not None
+        await self.runtime.local_agents.start()
         waiting = await self.runtime.outbox.start()
         if waiting:
             self.window.show_status(
@@ -165,6 +166,8 @@ class Application:
         from ..core.logs import shutdown_logging
 
         if self.runtime is not None:
+            await self.runtime.local_agents.stop()
+            await self.runtime.network.close()
             await self.runtime.outbox.stop()
         if self.chat is not None:
             await self.chat.shutdown()

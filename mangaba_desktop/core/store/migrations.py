@@ -247,6 +247,40 @@ _REPLY_ACCOUNTING = """
 """
 
 
+# The agent network: every message between agents (for the timeline and replay) and the links
+# between agents, each with the conversation where one asks the other. Senders and receivers may
+# be remote A2A agents, so they are plain ids, not references to ``agents``.
+_AGENT_NETWORK = """
+        CREATE TABLE agent_messages (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL
+                CHECK (type IN ('request', 'response', 'broadcast', 'notification', 'error')),
+            sender TEXT NOT NULL,
+            receiver TEXT NOT NULL,
+            action TEXT,
+            content TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 2,
+            ttl_s REAL,
+            correlation_id TEXT,
+            tags TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL,
+            error TEXT,
+            finished_at REAL
+        );
+        CREATE INDEX ix_agent_messages_time ON agent_messages(created_at);
+        CREATE INDEX ix_agent_messages_correlation ON agent_messages(correlation_id)
+            WHERE correlation_id IS NOT NULL;
+        CREATE TABLE agent_links (
+            source TEXT NOT NULL,
+            target TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            conversation_id INTEGER REFERENCES conversations(id) ON DELETE SET NULL,
+            PRIMARY KEY (source, target)
+        );
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "conversations and messages", _CONVERSATIONS_AND_MESSAGES),
     Migration(2, "full-text search over messages", _FULL_TEXT_SEARCH),
@@ -254,6 +288,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "prefix indexes for message search", _SEARCH_PREFIXES),
     Migration(5, "message ids never reused", _MESSAGE_IDS_NEVER_REUSED),
     Migration(6, "tokens, cost and provider per reply", _REPLY_ACCOUNTING),
+    Migration(7, "the agent network: messages and links", _AGENT_NETWORK),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -176,3 +176,39 @@ class Context(SQLModel, table=True):
     @property
     def tag_list(self) -> list[str]:
         return list(json.loads(self.tags or "[]"))
+
+
+class AgentMessageRow(SQLModel, table=True):
+    """A message between two agents, as kept for the timeline and replay."""
+
+    __tablename__ = "agent_messages"
+
+    id: str = Field(primary_key=True)
+    type: str
+    sender: str
+    receiver: str
+    action: str | None = None
+    content: str
+    """JSON."""
+    created_at: float
+    priority: int = 2
+    ttl_s: float | None = None
+    correlation_id: str | None = None
+    tags: str = "[]"
+    status: str
+    error: str | None = None
+    finished_at: float | None = None
+
+
+class AgentLink(SQLModel, table=True):
+    """Two agents connected (one way; ``connect`` makes both), and the conversation in which
+    ``source`` asks ``target``."""
+
+    __tablename__ = "agent_links"
+
+    source: str = Field(primary_key=True)
+    target: str = Field(primary_key=True)
+    created_at: float
+    conversation_id: int | None = Field(
+        default=None, foreign_key="conversations.id", ondelete="SET NULL"
+    )

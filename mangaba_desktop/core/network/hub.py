@@ -1,0 +1,479 @@
+"""The agent network inside the app: who is there, who is linked, and every message between them.
+
+Each agent (node) has a priority queue and one worker that takes its messages in order of
+priority, then arrival. A request waits for exactly one answer, correlated by id: the response,
+or an error that reaches the caller as :class:`RequestFailed` (the receiver failed, the message
+expired in the queue, the caller stopped waiting). Sending to an unknown or offline agent is an
+error at once, never a silent success. Every message is stored, for the timeline and replay,
+before it is delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from .. import events
+from ..events import EventBus
+from ..store import Database
+from ..store.models import AgentLink, AgentMessageRow
+from .messages import AgentMessage, MessagePriority, MessageStatus, MessageType
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 120.0
+"""How long a request waits for its answer (a local model can take a while)."""
+
+Handler = Callable[[AgentMessage], Awaitable[dict[str, Any] | None]]
+"""Handles a message for a node; a request's answer is the returned content."""
+
+
+class NodeStatus(StrEnum):
+    IDLE = "idle"
+    WORKING = "working"
+    INPUT_REQUIRED = "input-required"
+    ERROR = "error"
+    OFFLINE = "offline"
+
+
+class NodeKind(StrEnum):
+    LOCAL = "local"
+    """An agent of this app."""
+    REMOTE = "remote"
+    """An A2A agent elsewhere, reached by URL."""
+
+
+@dataclass
+class Node:
+    """An agent on the network: what it is called, can do, and where it lives."""
+
+    id: str
+    name: str
+    kind: NodeKind = NodeKind.LOCAL
+    skills: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    location: str = "this app"
+    status: NodeStatus = NodeStatus.IDLE
+    handled: int = 0
+    failed: int = 0
+
+
+class NetworkError(RuntimeError):
+    """A message could not be sent or answered; the text is for the user."""
+
+
+class UnknownAgent(NetworkError):
+    pass
+
+
+class AgentOffline(NetworkError):
+    pass
+
+
+class RequestFailed(NetworkError):
+    """The request was answered with an error (``message`` is that error message)."""
+
+    def __init__(self, text: str, message: AgentMessage | None = None) -> None:
+        super().__init__(text)
+        self.message = message
+
+
+class RequestTimedOut(RequestFailed):
+    pass
+
+
+class AgentHub:
+    """The nodes, their links and queues, and the messages between them.
+
+    Events on the bus: ``network.node`` (``node``: a node joined, changed status or left,
+    ``removed``: whether it left), ``network.message`` (``message``: stored or changed status),
+    ``network.link`` (``source``, ``target``).
+
+    Args:
+        bus: the event bus.
+        database: where messages and links are kept; none kept when None.
+    """
+
+    def __init__(self, bus: EventBus, database: Database | None = None) -> None:
+        self.bus = bus
+        self.database = database
+        self.nodes: dict[str, Node] = {}
+        self.links: set[tuple[str, str]] = set()
+        self._handlers: dict[str, Handler] = {}
+        self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, AgentMessage]]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._waiting: dict[str, asyncio.Future[AgentMessage]] = {}
+        self._order = itertools.count()
+        self._closed = False
+
+    # -- nodes and links -------------------------------------------------------------------------
+
+    def register(self, node: Node, handler: Handler) -> Node:
+        """Add (or update) a node with the handler that serves its messages."""
+        known = self.nodes.get(node.id)
+        if known is not None:
+            node.handled, node.failed = known.handled, known.failed
+        self.nodes[node.id] = node
+        self._handlers[node.id] = handler
+        if node.id not in self._queues:
+            self._queues[node.id] = asyncio.PriorityQueue()
+        worker = self._workers.get(node.id)
+        if worker is None or worker.done():
+            self._workers[node.id] = asyncio.ensure_future(self._work(node.id))
+        self.bus.publish(events.NETWORK_NODE, node=node, removed=False)
+        return node
+
+    async def unregister(self, node_id: str) -> None:
+        """Remove a node; what waits in its queue fails with a message saying so."""
+        node = self.nodes.pop(node_id, None)
+        self._handlers.pop(node_id, None)
+        worker = self._workers.pop(node_id, None)
+        if worker is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        queue = self._queues.pop(node_id, None)
+        while queue is not None and not queue.empty():
+            _p, _o, message = queue.get_nowait()
+            name = node.name if node else node_id
+            await self._fail(message, f"{name} left the network before handling this.")
+        self.links = {link for link in self.links if node_id not in link}
+        if node is not None:
+            self.bus.publish(events.NETWORK_NODE, node=node, removed=True)
+
+    def set_status(self, node_id: str, status: NodeStatus) -> None:
+        node = self.nodes.get(node_id)
+        if node is not None and node.status != status:
+            node.status = status
+            self.bus.publish(events.NETWORK_NODE, node=node, removed=False)
+
+    async def connect(self, first: str, second: str) -> None:
+        """Link two agents both ways (a broadcast goes to the agents its sender is linked to)."""
+        for node_id in (first, second):
+            self._node(node_id)
+        if first == second:
+            raise NetworkError("An agent cannot be connected to itself.")
+        now = time.time()
+        for source, target in ((first, second), (second, first)):
+            if (source, target) in self.links:
+                continue
+            self.links.add((source, target))
+            await self._store(lambda s, a=source, b=target: _insert_link(s, a, b, now))
+            self.bus.publish(events.NETWORK_LINK, source=source, target=target)
+
+    def linked(self, node_id: str) -> list[str]:
+        return sorted(target for source, target in self.links if source == node_id)
+
+    async def load_links(self) -> None:
+        """Read the links kept from earlier runs."""
+        if self.database is None:
+            return
+        rows = await self.database.read(lambda s: list(s.exec(select(AgentLink)).all()))
+        self.links.update((row.source, row.target) for row in rows)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        sender: str,
+        receiver: str,
+        action: str,
+        params: dict[str, Any] | None = None,
+        *,
+        priority: int = MessagePriority.MEDIUM,
+        ttl_s: float | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> AgentMessage:
+        """Ask ``receiver`` to do ``action``; returns its one response.
+
+        Raises :class:`UnknownAgent` or :class:`AgentOffline` at once, :class:`RequestFailed`
+        when it answers with an error or the request expires in its queue, and
+        :class:`RequestTimedOut` after ``timeout_s``.
+        """
+        target = self._reachable(receiver)
+        self._node(sender)
+        message = AgentMessage(
+            sender=sender,
+            receiver=receiver,
+            type=MessageType.REQUEST,
+            content=dict(params or {}),
+            action=action,
+            priority=priority,
+            ttl_s=ttl_s,
+        )
+        answer: asyncio.Future[AgentMessage] = asyncio.get_running_loop().create_future()
+        self._waiting[message.id] = answer
+        try:
+            await self._enqueue(message)
+            try:
+                response = await asyncio.wait_for(asyncio.shield(answer), timeout_s)
+            except TimeoutError:
+                message.status = MessageStatus.TIMED_OUT
+                message.error = f"{target.name} did not answer within {timeout_s:g} s."
+                await self._update(message)
+                raise RequestTimedOut(message.error, message) from None
+        finally:
+            self._waiting.pop(message.id, None)
+        if response.type == MessageType.ERROR:
+            raise RequestFailed(response.error or response.text, response)
+        return response
+
+    async def broadcast(
+        self,
+        sender: str,
+        content: dict[str, Any],
+        tags: Sequence[str] | None = None,
+        *,
+        priority: int = MessagePriority.MEDIUM,
+        ttl_s: float | None = None,
+    ) -> list[str]:
+        """Send ``content`` to every agent ``sender`` is linked to that has one of ``tags``
+        (all of them without tags); returns who it went to. Offline agents are skipped."""
+        self._node(sender)
+        wanted = {t.strip().lower() for t in tags or () if t.strip()}
+        receivers = []
+        for node_id in self.linked(sender):
+            node = self.nodes.get(node_id)
+            if node is None or node.status == NodeStatus.OFFLINE:
+                continue
+            if wanted and not wanted & {t.lower() for t in node.tags}:
+                continue
+            receivers.append(node_id)
+        for node_id in receivers:
+            await self._enqueue(
+                AgentMessage(
+                    sender=sender,
+                    receiver=node_id,
+                    type=MessageType.BROADCAST,
+                    content=dict(content),
+                    priority=priority,
+                    ttl_s=ttl_s,
+                    tags=sorted(wanted),
+                )
+            )
+        return receivers
+
+    async def notify(self, sender: str, receiver: str, content: dict[str, Any]) -> None:
+        """A one-way message (no answer expected)."""
+        self._reachable(receiver)
+        self._node(sender)
+        await self._enqueue(
+            AgentMessage(
+                sender=sender, receiver=receiver, type=MessageType.NOTIFICATION, content=content
+            )
+        )
+
+    # -- history ---------------------------------------------------------------------------------
+
+    async def history(
+        self,
+        *,
+        agent_id: str | None = None,
+        types: Iterable[str] | None = None,
+        since: float | None = None,
+        limit: int = 500,
+    ) -> list[AgentMessage]:
+        """Stored messages, oldest first (the last ``limit``), optionally about one agent."""
+        if self.database is None:
+            return []
+
+        def job(session: Session) -> list[AgentMessageRow]:
+            query = select(AgentMessageRow).order_by(col(AgentMessageRow.created_at).desc())
+            if agent_id is not None:
+                query = query.where(
+                    (AgentMessageRow.sender == agent_id) | (AgentMessageRow.receiver == agent_id)
+                )
+            if types:
+                query = query.where(col(AgentMessageRow.type).in_(list(types)))
+            if since is not None:
+                query = query.where(AgentMessageRow.created_at >= since)
+            return list(reversed(session.exec(query.limit(limit)).all()))
+
+        return [_message_of(row) for row in await self.database.read(job)]
+
+    async def exchange(self, message_id: str) -> list[AgentMessage]:
+        """A request and what answered it, in order (for replay)."""
+        if self.database is None:
+            return []
+
+        def job(session: Session) -> list[AgentMessageRow]:
+            query = (
+                select(AgentMessageRow)
+                .where(
+                    (AgentMessageRow.id == message_id)
+                    | (AgentMessageRow.correlation_id == message_id)
+                )
+                .order_by(col(AgentMessageRow.created_at))
+            )
+            return list(session.exec(query).all())
+
+        return [_message_of(row) for row in await self.database.read(job)]
+
+    async def close(self) -> None:
+        """Stop the workers; requests still waiting fail with a message saying why."""
+        self._closed = True
+        workers = list(self._workers.values())
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._workers.clear()
+        for answer in list(self._waiting.values()):
+            if not answer.done():
+                answer.set_exception(RequestFailed("The app is closing."))
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _node(self, node_id: str) -> Node:
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise UnknownAgent(f"There is no agent “{node_id}” on the network.")
+        return node
+
+    def _reachable(self, node_id: str) -> Node:
+        node = self._node(node_id)
+        if node.status == NodeStatus.OFFLINE:
+            raise AgentOffline(f"{node.name} is offline.")
+        return node
+
+    async def _enqueue(self, message: AgentMessage) -> None:
+        if self._closed:
+            raise NetworkError("The network is closed.")
+        await self._store(lambda s: s.add(_row_of(message)))
+        self._announce(message)
+        queue = self._queues[message.receiver]
+        queue.put_nowait((-int(message.priority), next(self._order), message))
+
+    async def _work(self, node_id: str) -> None:
+        while True:
+            _priority, _order, message = await self._queues[node_id].get()
+            try:
+                await self._handle(node_id, message)
+            except asyncio.CancelledError:
+                await self._fail(message, "The app is closing.")
+                raise
+            except Exception:
+                log.exception("the network worker of %s failed on %s", node_id, message.id)
+
+    async def _handle(self, node_id: str, message: AgentMessage) -> None:
+        node = self.nodes.get(node_id)
+        if message.expired():
+            message.status = MessageStatus.EXPIRED
+            message.error = (
+                f"Expired after {message.ttl_s:g} s in the queue of "
+                f"{node.name if node else node_id} before it was handled."
+            )
+            await self._update(message)
+            if message.type == MessageType.REQUEST:
+                await self._answer(message, message.failure(message.error))
+            return
+        message.status = MessageStatus.DELIVERED
+        await self._update(message)
+        self.set_status(node_id, NodeStatus.WORKING)
+        try:
+            content = await self._handlers[node_id](message)
+        except Exception as exc:
+            text = str(exc).strip() or type(exc).__name__
+            log.info("%s could not handle %s: %s", node_id, message.id, text)
+            if node is not None:
+                node.failed += 1
+            message.status, message.error = MessageStatus.FAILED, text
+            await self._update(message)
+            if message.type == MessageType.REQUEST:
+                await self._answer(message, message.failure(text))
+        else:
+            if node is not None:
+                node.handled += 1
+            message.status = MessageStatus.DONE
+            await self._update(message)
+            if message.type == MessageType.REQUEST:
+                await self._answer(message, message.reply(content or {}))
+        finally:
+            if self._queues.get(node_id) is not None and self._queues[node_id].empty():
+                self.set_status(node_id, NodeStatus.IDLE)
+
+    async def _answer(self, request: AgentMessage, answer: AgentMessage) -> None:
+        waiting = self._waiting.get(request.id)
+        answer.status = MessageStatus.DONE if waiting is not None else MessageStatus.TIMED_OUT
+        await self._store(lambda s: s.add(_row_of(answer)))
+        self._announce(answer)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(answer)
+
+    async def _fail(self, message: AgentMessage, text: str) -> None:
+        message.status, message.error = MessageStatus.FAILED, text
+        with contextlib.suppress(Exception):
+            await self._update(message)
+        waiting = self._waiting.get(message.id)
+        if waiting is not None and not waiting.done():
+            waiting.set_exception(RequestFailed(text, message))
+
+    async def _update(self, message: AgentMessage) -> None:
+        finished = time.time() if message.status != MessageStatus.DELIVERED else None
+
+        def job(session: Session) -> None:
+            row = session.get(AgentMessageRow, message.id)
+            if row is not None:
+                row.status, row.error, row.finished_at = message.status, message.error, finished
+                session.add(row)
+
+        await self._store(job)
+        self._announce(message)
+
+    def _announce(self, message: AgentMessage) -> None:
+        # A copy: the message changes status later, and listeners batch what they receive.
+        self.bus.publish(events.NETWORK_MESSAGE, message=dataclasses.replace(message))
+
+    async def _store(self, job: Callable[[Session], Any]) -> None:
+        if self.database is not None:
+            await self.database.write(job)
+
+
+def _insert_link(session: Session, source: str, target: str, now: float) -> None:
+    if session.get(AgentLink, (source, target)) is None:
+        session.add(AgentLink(source=source, target=target, created_at=now))
+
+
+def _row_of(message: AgentMessage) -> AgentMessageRow:
+    return AgentMessageRow(
+        id=message.id,
+        type=message.type,
+        sender=message.sender,
+        receiver=message.receiver,
+        action=message.action,
+        content=json.dumps(message.content, ensure_ascii=False, default=str),
+        created_at=message.timestamp,
+        priority=int(message.priority),
+        ttl_s=message.ttl_s,
+        correlation_id=message.correlation_id,
+        tags=json.dumps(message.tags),
+        status=message.status,
+        error=message.error,
+    )
+
+
+def _message_of(row: AgentMessageRow) -> AgentMessage:
+    return AgentMessage(
+        id=row.id,
+        sender=row.sender,
+        receiver=row.receiver,
+        type=MessageType(row.type),
+        content=json.loads(row.content),
+        action=row.action,
+        priority=row.priority,
+        ttl_s=row.ttl_s,
+        correlation_id=row.correlation_id,
+        tags=json.loads(row.tags or "[]"),
+        timestamp=row.created_at,
+        status=MessageStatus(row.status),
+        error=row.error,
+    )

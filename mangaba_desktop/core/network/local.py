@@ -1,0 +1,202 @@
+"""The app's own agents on the network: their requests answered through the chat pipeline.
+
+An agent asked to chat, analyze, translate or summarize answers in a conversation of its own
+with the asker ("Ana asks Bruno"), so every exchange is stored, searchable and shown in the
+chat like any other; ``get_context`` answers from its memory without a model. A broadcast or a
+notification it receives is remembered (a context of its memory) and needs no answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from sqlmodel import Session
+
+from .. import commands, events
+from ..chat import ChatService
+from ..context.store import ContextStore
+from ..events import EventBus
+from ..store import Agent, AgentStore, ConversationStore, MessageStatus
+from ..store.models import AgentLink, ContextType, Priority
+from .hub import AgentHub, NetworkError, Node
+from .messages import AgentMessage, MessageType
+
+log = logging.getLogger(__name__)
+
+ACTIONS: dict[str, str] = {
+    "chat": "Answer a message in conversation (params: message).",
+    "analyze": "Analyse a text (params: text, instruction).",
+    "translate": "Translate a text (params: text, target_language).",
+    "summarize": "Summarise a text (params: text, max_sentences).",
+    "get_context": "Say what it remembers (params: none).",
+}
+"""What every local agent can be asked to do."""
+
+
+class LocalAgents:
+    """Keeps the app's agents registered on the hub and serves what they are asked.
+
+    Args:
+        hub: the network.
+        agents: the agents of this app.
+        conversations: where the exchanges are kept.
+        chat: the request pipeline that answers.
+        contexts: the agents' memory.
+        bus: the event bus (agents created, edited or deleted).
+    """
+
+    def __init__(
+        self,
+        hub: AgentHub,
+        agents: AgentStore,
+        conversations: ConversationStore,
+        chat: ChatService,
+        contexts: ContextStore,
+        bus: EventBus,
+    ) -> None:
+        self.hub = hub
+        self.agents = agents
+        self.conversations = conversations
+        self.chat = chat
+        self.contexts = contexts
+        self.bus = bus
+        self._unsubscribe = None
+        self._sync: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.hub.load_links()
+        await self.sync()
+        self._unsubscribe = self.bus.subscribe(events.AGENTS_CHANGED, self._on_agents_changed)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._sync is not None:
+            self._sync.cancel()
+            await asyncio.gather(self._sync, return_exceptions=True)
+
+    def _on_agents_changed(self, _name: str, _payload: dict[str, Any]) -> None:
+        self._sync = asyncio.ensure_future(self.sync())
+
+    async def sync(self) -> None:
+        """Register every agent of the app (again, with its current name and tags) and
+        remove the ones that were deleted."""
+        agents = await self.agents.list()
+        for agent in agents:
+            self.hub.register(node_of(agent), self._handler(agent.id))
+        present = {agent.id for agent in agents}
+        for node in list(self.hub.nodes.values()):
+            if node.location == "this app" and node.id not in present:
+                await self.hub.unregister(node.id)
+
+    def _handler(self, agent_id: str) -> Any:
+        async def handle(message: AgentMessage) -> dict[str, Any] | None:
+            return await self.serve(agent_id, message)
+
+        return handle
+
+    async def serve(self, agent_id: str, message: AgentMessage) -> dict[str, Any] | None:
+        agent = await self.agents.get(agent_id)
+        if agent is None:
+            raise NetworkError("This agent was deleted.")
+        if message.type in (MessageType.BROADCAST, MessageType.NOTIFICATION):
+            await self._remember(agent, message)
+            return None
+        action = message.action or "chat"
+        if action == "get_context":
+            return {"text": await self.contexts.summary(agent.id, None)}
+        text = request_text(action, message.content, agent)
+        return await self._answer(agent, message.sender, text)
+
+    async def _remember(self, agent: Agent, message: AgentMessage) -> None:
+        sender = self.hub.nodes.get(message.sender)
+        name = sender.name if sender else message.sender
+        kind = "Broadcast" if message.type == MessageType.BROADCAST else "Message"
+        await self.contexts.add(
+            agent.id,
+            f"{kind} from {name}: {message.text}",
+            context_type=ContextType.MEMORY,
+            priority=Priority.MEDIUM,
+            tags=["network", *message.tags],
+        )
+
+    async def _answer(self, agent: Agent, sender_id: str, text: str) -> dict[str, Any]:
+        conversation_id = await self._conversation_with(sender_id, agent)
+        try:
+            await self.chat.send(conversation_id, text)
+        except RuntimeError as exc:
+            raise NetworkError(f"{agent.name} is busy: {exc}") from None
+        reply = await self.chat.wait(conversation_id)
+        if reply is None or reply.status != MessageStatus.COMPLETE:
+            error = (reply.error if reply else None) or "the reply did not finish"
+            raise NetworkError(f"{agent.name} could not answer: {error}")
+        return {
+            "text": reply.content,
+            "conversation_id": conversation_id,
+            "message_id": reply.id,
+            "model": reply.model,
+        }
+
+    async def _conversation_with(self, sender_id: str, agent: Agent) -> int:
+        """The conversation in which ``sender`` asks ``agent`` (made on first use)."""
+        link = await self.conversations.db.read(lambda s: s.get(AgentLink, (sender_id, agent.id)))
+        known = link.conversation_id if link is not None else None
+        if known is not None and await self.conversations.get(known) is not None:
+            return known
+        sender = self.hub.nodes.get(sender_id)
+        title = f"{sender.name if sender else sender_id} asks {agent.name}"
+        conversation = await self.conversations.create(title, agent_id=agent.id)
+        assert conversation.id is not None
+        conversation_id = conversation.id
+
+        def job(session: Session) -> None:
+            row = session.get(AgentLink, (sender_id, agent.id))
+            if row is None:
+                row = AgentLink(source=sender_id, target=agent.id, created_at=time.time())
+            row.conversation_id = conversation_id
+            session.add(row)
+
+        await self.conversations.db.write(job)
+        return conversation_id
+
+
+def node_of(agent: Agent) -> Node:
+    return Node(
+        id=agent.id,
+        name=agent.name,
+        skills=list(ACTIONS),
+        tags=agent.tag_list,
+    )
+
+
+def request_text(action: str, params: dict[str, Any], agent: Agent) -> str:
+    """What the asked agent is sent, as if typed: the chat message or the slash command."""
+
+    def text_param(*names: str) -> str:
+        for name in names:
+            value = params.get(name)
+            if isinstance(value, str) and value.strip():
+                return value
+        raise NetworkError(f"The request to {agent.name} has no {names[0]} to work on.")
+
+    if action == "chat":
+        return commands.escape(text_param("message", "text"))
+    if action == "analyze":
+        instruction = str(params.get("instruction") or commands.DEFAULT_ANALYSIS)
+        return commands.as_typed("analyze", text_param("text", "message"), instruction=instruction)
+    if action == "translate":
+        language = str(params.get("target_language") or params.get("language") or "english")
+        return commands.as_typed("translate", text_param("text", "message"), language=language)
+    if action == "summarize":
+        sentences = params.get("max_sentences", commands.DEFAULT_SENTENCES)
+        with contextlib.suppress(TypeError, ValueError):
+            sentences = int(sentences)
+        return commands.as_typed(
+            "summarize", text_param("text", "message"), sentences=str(sentences)
+        )
+    known = ", ".join(ACTIONS)
+    raise NetworkError(f"{agent.name} does not know how to “{action}”; it can: {known}.")
