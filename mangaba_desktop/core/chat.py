@@ -459,14 +459,13 @@ class ChatService:
             return self._launch(conversation, started, model, plan)
 
     async def cancel_queued(self, reply_id: int) -> Message:
-        """Give up on a queued reply; its question stays, and can be sent again."""
-        reply = await self.store.get_message(reply_id)
-        if reply is None or reply.status != MessageStatus.QUEUED:
-            raise LookupError("This message is no longer waiting to be sent.")
+        """Give up on a queued reply; its question stays, and can be sent again. Raises
+        ``LookupError`` when it is no longer queued (it started, or was cancelled)."""
+        fields = {"status": MessageStatus.INTERRUPTED, "error": "Cancelled before it was sent."}
+        # Checked and written in one transaction, so a resend starting meanwhile either
+        # wins (and this refuses) or loses whole.
+        cancelled = await self.store.db.write(lambda s: _start_queued(s, reply_id, fields))
         self._queued_params.pop(reply_id, None)
-        cancelled = await self.store.update_message(
-            reply_id, status=MessageStatus.INTERRUPTED, error="Cancelled before it was sent."
-        )
         self.bus.publish(events.MESSAGE_FINISHED, message=cancelled)
         return cancelled
 
@@ -695,6 +694,7 @@ class ChatService:
 
 
 def _start_queued(session: Session, reply_id: int, fields: dict[str, Any]) -> Message:
+    """Change a queued reply, only if it is still queued."""
     message = session.get(Message, reply_id)
     if message is None or message.status != MessageStatus.QUEUED:
         raise LookupError("This message is no longer waiting to be sent.")

@@ -2,23 +2,34 @@
 
 It speaks ``POST /v1/chat/completions`` (whole replies and SSE streams) and ``GET /v1/models``
 over a real socket, so litellm, retries, fallback, timeouts and the outbox are exercised the way
-they meet a real endpoint. The model name picks the behaviour:
+they meet a real endpoint. It also streams the way Google's Gemini API does
+(``POST .../models/<model>:streamGenerateContent``, at :attr:`OpenAIServer.root_url`) and the
+way Anthropic's Messages API does (``POST /v1/messages``, same address). The model name picks
+the behaviour:
 
 - ``echo`` (or any other name): streams ``reply`` word by word, then usage;
 - ``rate-limit``: 429 with ``Retry-After: 0``; ``error-500``: 500; ``unauthorized``: 401;
 - ``flaky-N``: 503 for the first N requests of that model, then like ``echo``;
 - ``stall``: sends two pieces, then holds the stream open without a byte for ``stall_s``;
-- ``cut``: sends two pieces, then closes the socket without the final chunk or ``[DONE]``;
+- ``cut``: sends two pieces, then closes the socket without the final chunk or ``[DONE]``
+  (Gemini: without a ``finishReason``; Anthropic: without ``message_delta``/``message_stop``);
+- ``prestall``: 200 and the stream's headers, then not a byte for ``stall_s`` (a model that took
+  the request and went quiet before its first word);
+- ``refuse-key``: 400 whose message repeats the request's ``Authorization`` header after
+  ``refusal_padding`` characters (a provider that echoes what it refused);
 - ``html``: 200 with an HTML page; ``garbage``: 200 ``text/event-stream`` of non-JSON lines.
 
-A server built with ``api_key`` answers 401 to a request without that bearer key. Every request
-is recorded (model, messages, headers, arrival time) for the test to inspect. ``start(port)``
-listens on a chosen port (a model coming back where the app last saw it).
+A server built with ``api_key`` answers 401 to a request without that bearer key. A server whose
+``gate`` is a ``threading.Event`` holds every chat request, before any answer, until the event
+is set (or the server stops). Every request is recorded (model, messages, headers, arrival time)
+for the test to inspect. ``start(port)`` listens on a chosen port (a model coming back where the
+app last saw it).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -43,6 +54,10 @@ class OpenAIServer:
     stall_s: float = 30.0
     delay_s: float = 0.0
     """Pause before each streamed piece (a slow model)."""
+    gate: threading.Event | None = None
+    """When set to an event, chat requests are recorded, then wait for it before any answer."""
+    refusal_padding: int = 0
+    """Characters before the echoed ``Authorization`` header in ``refuse-key``'s message."""
     requests: list[Request] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     _server: _Server | None = None
@@ -57,6 +72,12 @@ class OpenAIServer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        """The address without ``/v1``: litellm's Gemini and Anthropic clients add their paths
+        (``/models/...:streamGenerateContent``, ``/v1/messages``) to it."""
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self, port: int = 0) -> OpenAIServer:
         """Listen on ``port`` of 127.0.0.1 (0: a free one) and serve on a daemon thread."""
@@ -116,7 +137,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        path = self.path.partition("?")[0].rstrip("/")
+        gemini = re.search(r"/models/([^/:]+):streamGenerateContent$", path)
+        anthropic = path.endswith("/v1/messages")
+        if not (gemini or anthropic or path.endswith("/chat/completions")):
             self._json(404, {"error": {"message": "not found"}})
             return
         try:
@@ -124,13 +148,25 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._json(400, {"error": {"message": "bad json"}})
             return
-        model = str(body.get("model", ""))
+        model = gemini.group(1) if gemini else str(body.get("model", ""))
         owner = self.owner
         owner.requests.append(Request(model, body, dict(self.headers.items()), time.monotonic()))
         owner.counts[model] += 1
+        if not self._held():
+            return
+        if gemini:
+            self._stream_gemini(model, body)
+            return
+        if anthropic:
+            self._stream_anthropic(model, body)
+            return
         if not self._authorised():
             return
-        if model == "unauthorized":
+        if model == "refuse-key":
+            sent = self.headers.get("Authorization") or ""
+            message = "x" * owner.refusal_padding + f" The header {sent} was refused"
+            self._json(400, {"error": {"message": message, "type": "invalid_request_error"}})
+        elif model == "unauthorized":
             self._json(401, {"error": {"message": "Incorrect API key provided", "code": 401}})
         elif model == "rate-limit":
             self._json(429, {"error": {"message": "Rate limit reached"}}, {"Retry-After": "0"})
@@ -150,6 +186,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- replies -------------------------------------------------------------------------------
 
+    def _held(self) -> bool:
+        """Wait for the gate, if any; False when the server stopped first."""
+        gate = self.owner.gate
+        while gate is not None and not gate.wait(0.05):
+            if self.owner._stop.is_set():
+                return False
+        return True
+
     def _authorised(self) -> bool:
         key = self.owner.api_key
         if key is None or self.headers.get("Authorization") == f"Bearer {key}":
@@ -162,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
         return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
     def _usage(self, body: dict[str, Any]) -> dict[str, int]:
-        prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        prompt = _prompt_words(body)
         completion = len(self._words())
         return {
             "prompt_tokens": prompt,
@@ -189,16 +233,28 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _stream(self, model: str, body: dict[str, Any]) -> None:
+    def _start_stream(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
+        self.wfile.flush()
         self.close_connection = True
+
+    def _pieces(self, model: str) -> list[str] | None:
+        """The words to stream for ``model``; None after holding a ``prestall`` stream."""
+        if model == "prestall":
+            self.owner._stop.wait(self.owner.stall_s)
+            return None
         words = self._words()
-        if model in ("stall", "cut"):
-            words = words[:2]
+        return words[:2] if model in ("stall", "cut") else words
+
+    def _stream(self, model: str, body: dict[str, Any]) -> None:
+        self._start_stream()
+        words = self._pieces(model)
+        if words is None:
+            return
         try:
             for word in words:
                 if self.owner.delay_s:
@@ -219,8 +275,71 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    def _event(self, payload: dict[str, Any]) -> None:
-        self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+    def _stream_gemini(self, model: str, body: dict[str, Any]) -> None:
+        """Gemini's SSE: one candidate per piece; the last one has ``finishReason``."""
+        self._start_stream()
+        words = self._pieces(model)
+        if words is None:
+            return
+        prompt = _prompt_words(body)
+        try:
+            for i, word in enumerate(words, 1):
+                candidate: dict[str, Any] = {
+                    "content": {"parts": [{"text": word}], "role": "model"},
+                    "index": 0,
+                }
+                if i == len(words) and model != "cut":
+                    candidate["finishReason"] = "STOP"
+                usage = {
+                    "promptTokenCount": prompt,
+                    "candidatesTokenCount": i,
+                    "totalTokenCount": prompt + i,
+                }
+                self._event({"candidates": [candidate], "usageMetadata": usage})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _stream_anthropic(self, model: str, body: dict[str, Any]) -> None:
+        """Anthropic's Messages SSE: named events; ``message_delta`` says why it stopped."""
+        self._start_stream()
+        words = self._pieces(model)
+        if words is None:
+            return
+        message = {
+            "id": "msg_test",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": model,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": _prompt_words(body), "output_tokens": 1},
+        }
+        block = {"type": "text", "text": ""}
+        try:
+            self._event({"type": "message_start", "message": message}, "message_start")
+            start = {"type": "content_block_start", "index": 0, "content_block": block}
+            self._event(start, "content_block_start")
+            for word in words:
+                delta = {"type": "text_delta", "text": word}
+                piece = {"type": "content_block_delta", "index": 0, "delta": delta}
+                self._event(piece, "content_block_delta")
+            if model == "cut":
+                return
+            self._event({"type": "content_block_stop", "index": 0}, "content_block_stop")
+            end = {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": len(words)},
+            }
+            self._event(end, "message_delta")
+            self._event({"type": "message_stop"}, "message_stop")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _event(self, payload: dict[str, Any], name: str | None = None) -> None:
+        named = f"event: {name}\n".encode() if name else b""
+        self.wfile.write(named + b"data: " + json.dumps(payload).encode() + b"\n\n")
         self.wfile.flush()
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
@@ -252,6 +371,26 @@ def _chunk(model: str, delta: dict[str, Any] | None, finish_reason: str | None =
         if delta is None
         else [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
     }
+
+
+def _prompt_words(body: dict[str, Any]) -> int:
+    """Words in the request's messages, in any of the three shapes (OpenAI's ``messages``,
+    Gemini's ``contents`` of ``parts``, Anthropic's content blocks)."""
+
+    def texts(value: Any) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list):
+            return [t for item in value for t in texts(item)]
+        if isinstance(value, dict):
+            found = [value["text"]] if isinstance(value.get("text"), str) else []
+            for key in ("content", "parts"):
+                found += texts(value.get(key))
+            return found
+        return []
+
+    messages = body.get("messages", body.get("contents", []))
+    return sum(len(text.split()) for text in texts(messages))
 
 
 def free_port() -> int:

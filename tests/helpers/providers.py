@@ -10,6 +10,7 @@ from keyrings.alt.file import PlaintextKeyring
 
 from mangaba_desktop.core.chat import ChatService
 from mangaba_desktop.core.providers.completions import Completions
+from mangaba_desktop.core.providers.secrets import KeyStore
 from mangaba_desktop.core.settings import Provider, ProviderKind, Settings, SettingsStore
 from mangaba_desktop.core.store import Message, MessageStatus
 from tests.helpers.openai_server import free_port
@@ -51,10 +52,12 @@ def configure(data_dir: Path, *providers: Provider, **fields: Any) -> None:
     SettingsStore(data_dir).update(settings)
 
 
-def completions_for(*providers: Provider, **fields: Any) -> Completions:
-    """The app's Completions over the checked ``settings_with(*providers, **fields)``; the
-    caller closes it."""
-    return Completions(settings=settings_with(*providers, **fields).check())
+def completions_for(
+    *providers: Provider, keys: KeyStore | None = None, **fields: Any
+) -> Completions:
+    """The app's Completions over the checked ``settings_with(*providers, **fields)``, reading
+    keys from ``keys`` (the environment only when None); the caller closes it."""
+    return Completions(settings=settings_with(*providers, **fields).check(), keys=keys)
 
 
 async def ask(

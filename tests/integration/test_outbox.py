@@ -5,7 +5,9 @@ started on that same port later, as when a model on the network comes back."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -15,7 +17,7 @@ from mangaba_desktop.core.chat import ChatService
 from mangaba_desktop.core.events import EventBus
 from mangaba_desktop.core.outbox import Outbox
 from mangaba_desktop.core.providers.completions import Completions
-from mangaba_desktop.core.store import Message, MessageStatus
+from mangaba_desktop.core.store import Message, MessageStatus, Role
 from tests.helpers.db import query_file
 from tests.helpers.events import EventLog
 from tests.helpers.openai_server import OpenAIServer, free_port
@@ -64,12 +66,12 @@ def port() -> int:
 
 
 @pytest.fixture
-def come_back(port: int) -> Iterator[Callable[[], OpenAIServer]]:
-    """Start the test server on ``port``."""
+def come_back(port: int) -> Iterator[Callable[..., OpenAIServer]]:
+    """Start the test server on ``port`` (with ``OpenAIServer``'s ``options``)."""
     started: list[OpenAIServer] = []
 
-    def start() -> OpenAIServer:
-        server = OpenAIServer(reply="Back online, here is the answer.").start(port)
+    def start(**options: Any) -> OpenAIServer:
+        server = OpenAIServer(reply="Back online, here is the answer.", **options).start(port)
         started.append(server)
         return server
 
@@ -136,6 +138,24 @@ async def forgotten(outbox: Outbox, message_id: int, within: float = 2.0) -> Non
     async with asyncio.timeout(within):
         while message_id in outbox.waiting:
             await asyncio.sleep(0.01)
+
+
+async def resending(
+    chat: ChatService, server: OpenAIServer, conversation_id: int, within: float = 2.0
+) -> None:
+    """Return once a queued reply of ``conversation_id`` is being sent again: the chat streams
+    it and ``server`` (whose gate holds it) has the request."""
+    async with asyncio.timeout(within):
+        while not (server.requests and chat.is_streaming(conversation_id)):
+            await asyncio.sleep(0.01)
+
+
+def stored(db_path, message_id):
+    """The status, text and note of a message as a second process reads them."""
+    [row] = query_file(
+        db_path, "SELECT status, content, error FROM messages WHERE id = ?", (message_id,)
+    )
+    return row
 
 
 async def queue(chat: ChatService, conversation_id: int, text: str, **params: object) -> Message:
@@ -320,3 +340,151 @@ async def test_a_key_given_for_the_call_is_sent_again_with_the_queued_reply(
         server.stop()
     assert (done.status, done.error) == (MessageStatus.COMPLETE, None)
     assert done.content == server.reply
+
+
+# -- while a queued reply is being sent again ---------------------------------------------------
+
+
+async def test_send_now_while_another_reply_streams_keeps_the_reply_waiting(
+    store, bus, services, come_back, other_server, finished
+):
+    chat, outbox = services(store, delays=(60.0,))
+    conversation = await store.create()
+    log = EventLog(bus)
+    queued = await queue(chat, conversation.id, "First question")
+    assert await outbox.start() == 1
+    await log.wait_for(events.MESSAGE_QUEUED, count=2)  # tried once more; next in a minute
+    server = come_back()
+    other_server.gate = threading.Event()
+    busy = await chat.send(conversation.id, "Second question", model=OTHER_MODEL)
+
+    with pytest.raises(RuntimeError, match="still streaming"):
+        await outbox.send_with(queued.id, MODEL)
+
+    assert queued.id in outbox.waiting
+    assert (await store.get_message(queued.id)).status == MessageStatus.QUEUED
+    other_server.gate.set()
+    assert (await chat.wait(conversation.id)).id == busy.id
+    outbox.nudge()
+    done = await finished.wait(queued.id, MessageStatus.COMPLETE)
+    assert done.content == server.reply
+
+
+async def test_quitting_while_a_queued_reply_is_resent_keeps_it_queued_for_the_next_start(
+    store, services, come_back, reopen, finished, db_path
+):
+    chat, outbox = services(store, delays=(60.0,))
+    conversation = await store.create()
+    queued = await queue(chat, conversation.id, "Will you wait for me?")
+    server = come_back(gate=threading.Event())
+    assert await outbox.start() == 1
+    await resending(chat, server, conversation.id)
+    # Until its first word it keeps its waiting note (what a crash now would leave behind).
+    status, content, note = stored(db_path, queued.id)
+    assert (status, content) == ("streaming", "")
+    assert "It will be sent when it can be reached" in note
+
+    await outbox.stop()
+    await chat.shutdown()
+
+    status, content, note = stored(db_path, queued.id)
+    assert (status, content) == ("queued", "")
+    assert "It will be sent when it can be reached" in note
+    again = reopen()
+    assert [m.id for m in await again.queued()] == [queued.id]
+    _, outbox_again = services(again)
+    server.gate.set()
+    assert await outbox_again.start() == 1
+    done = await finished.wait(queued.id, MessageStatus.COMPLETE)
+    assert done.content == server.reply
+
+
+async def test_a_new_message_stops_the_resend_and_the_queued_reply_waits_again(
+    store, bus, services, come_back, other_server, finished, db_path
+):
+    chat, outbox = services(store, delays=(60.0,))
+    conversation = await store.create()
+    queued = await queue(chat, conversation.id, "First question")
+    server = come_back(gate=threading.Event())
+    log = EventLog(bus)
+    assert await outbox.start() == 1
+    await resending(chat, server, conversation.id)
+
+    reply = await chat.send(conversation.id, "Second question", model=OTHER_MODEL)
+
+    assert stored(db_path, queued.id)[:2] == ("queued", "")
+    assert [p["message"].id for p in log.payloads(events.MESSAGE_QUEUED)] == [queued.id]
+    assert queued.id in outbox.waiting
+    done = await finished.wait(reply.id, MessageStatus.COMPLETE)
+    assert done.content == other_server.reply
+    assert rows(db_path, conversation.id) == [
+        ("user", "First question", "complete"),
+        ("assistant", "", "queued"),
+        ("user", "Second question", "complete"),
+        ("assistant", other_server.reply, "complete"),
+    ]
+
+
+async def test_after_a_crash_a_reply_that_was_being_resent_is_queued_again(store, reopen, db_path):
+    conversation = await store.create()
+    await store.add_message(conversation.id, Role.USER, "First question")
+    resent = await store.add_message(
+        conversation.id, Role.ASSISTANT, "", status=MessageStatus.STREAMING
+    )
+    note = "Test server cannot be reached. It will be sent when it can be reached."
+    await store.update_message(resent.id, error=note)
+    await store.add_message(conversation.id, Role.USER, "Second question")
+    ordinary = await store.add_message(
+        conversation.id, Role.ASSISTANT, "", status=MessageStatus.STREAMING
+    )
+
+    again = reopen()
+    await again.recover_interrupted()
+
+    assert stored(db_path, resent.id) == ("queued", "", note)
+    assert stored(db_path, ordinary.id) == ("interrupted", "", None)
+    assert [m.id for m in await again.queued()] == [resent.id]
+
+
+async def waiting_reply(store, text: str) -> Message:
+    """A new conversation asking ``text`` whose reply is queued for ``MODEL`` (stored as a
+    failed first try leaves it)."""
+    conversation = await store.create()
+    await store.add_message(conversation.id, Role.USER, text)
+    reply = await store.add_message(
+        conversation.id, Role.ASSISTANT, "", status=MessageStatus.QUEUED, model=MODEL
+    )
+    note = "Test server cannot be reached. It will be sent when it can be reached."
+    return await store.update_message(reply.id, error=note)
+
+
+def settle(outcome: Any) -> Any:
+    """What a call gathered with ``return_exceptions`` gave: its result or a LookupError."""
+    if isinstance(outcome, BaseException) and not isinstance(outcome, LookupError):
+        raise outcome
+    return outcome
+
+
+async def test_a_reply_reported_cancelled_is_never_sent(store, services, come_back, db_path):
+    chat, _ = services(store)  # the outbox is not started: the test is the only sender
+    server = come_back()
+    outcomes: list[tuple[Message, Any, Any]] = []
+    for n in range(20):
+        reply = await waiting_reply(store, f"Question {n}")
+        cancel, resume = chat.cancel_queued(reply.id), chat.resume(reply.id)
+        calls = (cancel, resume) if n % 2 == 0 else (resume, cancel)
+        gathered = await asyncio.gather(*calls, return_exceptions=True)
+        cancelled, resumed = gathered if n % 2 == 0 else gathered[::-1]
+        outcomes.append((reply, settle(cancelled), settle(resumed)))
+        await chat.wait(reply.conversation_id)
+
+    asked = {r.body["messages"][-1]["content"] for r in server.requests}
+    for n, (reply, cancelled, resumed) in enumerate(outcomes):
+        if isinstance(cancelled, Message):
+            assert isinstance(resumed, LookupError), n
+            assert stored(db_path, reply.id) == ("interrupted", "", "Cancelled before it was sent.")
+            assert f"Question {n}" not in asked
+        else:
+            assert isinstance(resumed, Message), n
+            assert stored(db_path, reply.id) == ("complete", server.reply, None)
+            assert f"Question {n}" in asked

@@ -166,6 +166,9 @@ class Completions:
 
     def invalidate(self) -> None:
         """Build the router again before the next request (settings or keys changed)."""
+        if self._router is not None:
+            # A Router registers callbacks in litellm's global lists; let them go with it.
+            self._router.discard()
         self._router = None
         self._router_settings = None
 
