@@ -1,4 +1,5 @@
-"""Command line: ``mangaba-desktop [--data-dir DIR]`` opens the app."""
+"""Command line: ``mangaba-desktop [--data-dir DIR]`` opens the app;
+``mangaba-desktop serve --agent NAME`` runs one agent as an A2A server without a window."""
 
 from __future__ import annotations
 
@@ -25,7 +26,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def parse_serve_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="mangaba-desktop serve",
+        description="Serve one agent over A2A (protocol 1.0), without a window, until SIGTERM.",
+    )
+    parser.add_argument("--agent", required=True, metavar="NAME", help="the agent's name or id")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the interface to listen on (default 127.0.0.1; any other needs a bearer token, "
+        "made and kept in the keyring)",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free one")
+    parser.add_argument("--data-dir", metavar="DIR", help="where history and settings live")
+    parser.add_argument("--show-token", action="store_true", help="print the bearer token")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["serve"]:
+        import asyncio
+
+        from .core.serve import serve
+
+        return asyncio.run(serve(parse_serve_args(arguments[1:])))
     args = parse_args(argv)
     from .ui.app import run
 

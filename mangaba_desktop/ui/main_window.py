@@ -24,19 +24,20 @@ if TYPE_CHECKING:
     from ..core.providers.completions import Completions
     from ..core.providers.probe import FoundServer
     from ..core.providers.secrets import KeyStore
+    from .agent_network import NetworkPane
     from .chat.pane import ChatPane
     from .context_browser import ContextPane
 
 LAYOUT_VERSION = 1
 
+_WAITING = {
+    "context": "Opening what your agents remember…",
+    "network": "Opening the agent network…",
+}
+
 _PLACEHOLDERS = (
     ("context", "Context", None),
-    (
-        "network",
-        "Agent network",
-        "A live graph of local agents, remote A2A agents and model endpoints, with messages "
-        "pulsing along the edges.",
-    ),
+    ("network", "Agent network", None),
     (
         "performance",
         "Performance",
@@ -61,6 +62,7 @@ class MainWindow(QMainWindow):
         self.directory = directory
         self.chat_pane: ChatPane | None = None
         self.context_pane: ContextPane | None = None
+        self.network_pane: NetworkPane | None = None
         self.runtime: Runtime | None = None
         self.keys: KeyStore | None = None
         self.found_servers: list[FoundServer] = []
@@ -80,7 +82,7 @@ class MainWindow(QMainWindow):
         self.side_docks: list[QDockWidget] = []
         for name, title, promise in _PLACEHOLDERS:
             if promise is None:
-                waiting = QLabel("Opening what your agents remember…")
+                waiting = QLabel(_WAITING[name])
                 waiting.setAlignment(Qt.AlignmentFlag.AlignCenter)
                 dock = self._dock(name, title, waiting)
             else:
@@ -207,7 +209,8 @@ class MainWindow(QMainWindow):
     # -- services ------------------------------------------------------------------------------
 
     async def attach(self, runtime: Runtime, spawn: Callable[[Any], Any]) -> None:
-        """Fill the Chat and Context panes once the history is open."""
+        """Fill the Chat, Context and Agent network panes once the history is open."""
+        from .agent_network import NetworkPane
         from .chat.pane import ChatPane
         from .context_browser import ContextPane
 
@@ -233,6 +236,9 @@ class MainWindow(QMainWindow):
         self.context_pane.status_message.connect(self.show_status)
         self.chat_pane.reply_selected.connect(self.context_pane.highlight)
         self.side_docks[0].setWidget(self.context_pane)
+        self.network_pane = NetworkPane(runtime.network, runtime.agents, runtime.bus, spawn)
+        self.network_pane.status_message.connect(self.show_status)
+        self.side_docks[1].setWidget(self.network_pane)
         for action in self.chat_actions:
             action.setEnabled(True)
         self._on_streaming_changed(False)
@@ -242,12 +248,15 @@ class MainWindow(QMainWindow):
             self.set_embeddings(True)
         await self.chat_pane.start()
         await self.context_pane.start()
+        await self.network_pane.start()
 
     async def detach(self) -> None:
         if self.chat_pane is not None:
             await self.chat_pane.flush()
         if self.context_pane is not None:
             await self.context_pane.flush()
+        if self.network_pane is not None:
+            await self.network_pane.flush()
         await self._close_embedder()
 
     def set_embeddings(self, enabled: bool) -> None:

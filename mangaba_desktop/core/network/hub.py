@@ -114,6 +114,7 @@ class AgentHub:
         self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, AgentMessage]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._waiting: dict[str, asyncio.Future[AgentMessage]] = {}
+        self._handling: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
         self._order = itertools.count()
         self._closed = False
 
@@ -220,8 +221,15 @@ class AgentHub:
             except TimeoutError:
                 message.status = MessageStatus.TIMED_OUT
                 message.error = f"{target.name} did not answer within {timeout_s:g} s."
+                self._abandon(message)
                 await self._update(message)
                 raise RequestTimedOut(message.error, message) from None
+            except asyncio.CancelledError:
+                message.status = MessageStatus.CANCELLED
+                message.error = "The request was cancelled."
+                self._abandon(message)
+                self._later(self._update(message))
+                raise
         finally:
             self._waiting.pop(message.id, None)
         if response.type == MessageType.ERROR:
@@ -364,8 +372,20 @@ class AgentHub:
             except Exception:
                 log.exception("the network worker of %s failed on %s", node_id, message.id)
 
+    def _abandon(self, message: AgentMessage) -> None:
+        """The caller gave up: the receiver stops working on it (or never starts)."""
+        working = self._handling.get(message.id)
+        if working is not None and not working.done():
+            working.cancel()
+
+    def _later(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     async def _handle(self, node_id: str, message: AgentMessage) -> None:
         node = self.nodes.get(node_id)
+        if message.status in (MessageStatus.TIMED_OUT, MessageStatus.CANCELLED):
+            return  # its caller gave up before it was taken
         if message.expired():
             message.status = MessageStatus.EXPIRED
             message.error = (
@@ -379,8 +399,15 @@ class AgentHub:
         message.status = MessageStatus.DELIVERED
         await self._update(message)
         self.set_status(node_id, NodeStatus.WORKING)
+        working = asyncio.ensure_future(self._handlers[node_id](message))
+        self._handling[message.id] = working
         try:
-            content = await self._handlers[node_id](message)
+            content = await working
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not working.cancelled() or (current is not None and current.cancelling()):
+                raise  # the worker itself is stopping
+            await self._update(message)  # abandoned by its caller: timed out or cancelled
         except Exception as exc:
             text = str(exc).strip() or type(exc).__name__
             log.info("%s could not handle %s: %s", node_id, message.id, text)
@@ -398,6 +425,9 @@ class AgentHub:
             if message.type == MessageType.REQUEST:
                 await self._answer(message, message.reply(content or {}))
         finally:
+            self._handling.pop(message.id, None)
+            if not working.done():
+                working.cancel()
             if self._queues.get(node_id) is not None and self._queues[node_id].empty():
                 self.set_status(node_id, NodeStatus.IDLE)
 

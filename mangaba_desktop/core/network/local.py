@@ -130,7 +130,11 @@ class LocalAgents:
             await self.chat.send(conversation_id, text)
         except RuntimeError as exc:
             raise NetworkError(f"{agent.name} is busy: {exc}") from None
-        reply = await self.chat.wait(conversation_id)
+        try:
+            reply = await self.chat.wait(conversation_id)
+        except asyncio.CancelledError:
+            self.chat.stop(conversation_id)  # the asker gave up: stop writing the answer
+            raise
         if reply is None or reply.status != MessageStatus.COMPLETE:
             error = (reply.error if reply else None) or "the reply did not finish"
             raise NetworkError(f"{agent.name} could not answer: {error}")

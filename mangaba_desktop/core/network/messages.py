@@ -37,7 +37,9 @@ class MessageStatus(StrEnum):
     FAILED = "failed"
     """The receiver could not handle it (a request: answered with an error)."""
     TIMED_OUT = "timed_out"
-    """The sender stopped waiting for the answer."""
+    """No answer in time: the sender stopped waiting, and the receiver stopped working on it."""
+    CANCELLED = "cancelled"
+    """The sender cancelled it; the receiver stopped working on it."""
 
 
 @dataclass

@@ -153,17 +153,20 @@ async def test_a_message_past_its_ttl_expires_and_the_caller_is_told(hub, db_pat
     assert statuses == [("first", "done"), ("second", "expired")]
 
 
-async def test_a_request_without_an_answer_in_time_times_out_for_the_caller(hub, db_path):
+async def test_a_request_without_an_answer_in_time_times_out_and_the_work_stops(hub, db_path):
     join(hub, "ana")
     join(hub, "bruno", echo("bruno", delay=0.5))
 
     with pytest.raises(RequestTimedOut, match=r"did not answer within 0\.1 s"):
         await hub.request("ana", "bruno", "chat", {"message": "hurry"}, timeout_s=0.1)
-    await asyncio.sleep(0.6)  # the late answer arrives and is kept, marked as late
+    await asyncio.sleep(0.6)
+    # The receiver stopped working on it: no late answer, the agent free for the next one.
     assert rows(db_path, "SELECT type, status FROM agent_messages ORDER BY created_at") == [
-        ("request", "done"),
-        ("response", "timed_out"),
+        ("request", "timed_out"),
     ]
+    assert hub.nodes["bruno"].status == NodeStatus.IDLE
+    answer = await hub.request("ana", "bruno", "chat", {"message": "again"}, timeout_s=2)
+    assert answer.text == "bruno did chat: again"
 
 
 async def test_urgent_messages_are_handled_before_earlier_low_ones(hub):
