@@ -41,6 +41,12 @@ def parse_serve_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free one")
     parser.add_argument("--data-dir", metavar="DIR", help="where history and settings live")
     parser.add_argument("--show-token", action="store_true", help="print the bearer token")
+    parser.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the address other computers reach this node at, for its agent card "
+        "(default: this host's name and the port)",
+    )
     return parser.parse_args(argv)
 
 

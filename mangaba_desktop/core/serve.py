@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .network.a2a_server import A2AServer, is_loopback, server_token
+from .network.a2a_server import TOKEN_ENV, TOKEN_ID, A2AServer, is_loopback, server_token
 from .store import Agent
 
 
@@ -28,7 +28,7 @@ def find_agent(agents: list[Agent], wanted: str) -> Agent | None:
 async def serve(args: argparse.Namespace) -> int:
     """Serve ``args.agent`` until SIGINT or SIGTERM; returns the exit code."""
     from .agent import Runtime
-    from .providers.secrets import KeyStore
+    from .providers.secrets import KeySource, KeyStore
 
     runtime = await Runtime.open(Path(args.data_dir) if args.data_dir else None)
     try:
@@ -40,10 +40,19 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"There is no agent “{args.agent}”. Agents: {known}", file=sys.stderr)
             return 2
         token = None
+        keys = KeyStore()
         if not is_loopback(args.host):
-            token = server_token(KeyStore())
+            token = server_token(keys)
             _print(f"{args.host} is reachable from other computers: requests need a bearer token.")
-        server = A2AServer(runtime, host=args.host, port=args.port, token=token, primary=agent.id)
+        server = A2AServer(
+            runtime,
+            host=args.host,
+            port=args.port,
+            token=token,
+            primary=agent.id,
+            only=[agent.id],  # --agent NAME serves that agent, not the whole data folder
+            public_url=args.public_url,
+        )
         try:
             await server.start()
         except (OSError, RuntimeError) as exc:
@@ -52,8 +61,16 @@ async def serve(args: argparse.Namespace) -> int:
         try:
             _print(f"serving {agent.name} at {server.url}")
             if token is not None:
-                if args.show_token:
+                kept = keys.source(TOKEN_ID, TOKEN_ENV)
+                if args.show_token or kept == KeySource.SESSION:
+                    if kept == KeySource.SESSION:
+                        _print(
+                            "No safe keyring here: this token lasts for this run only "
+                            f"(set {TOKEN_ENV} to keep one)."
+                        )
                     _print(f"token: {token}")
+                elif kept == KeySource.ENVIRONMENT:
+                    _print(f"The token is the one in {TOKEN_ENV}.")
                 else:
                     _print(
                         "The token is in the keyring (mangaba-desktop / a2a-server); "

@@ -404,3 +404,67 @@ async def test_the_card_json_is_the_1_0_shape(server, http):
     assert card["supportedInterfaces"][0]["protocolVersion"] == "1.0"
     assert card["capabilities"]["streaming"] is True
     assert card["skills"][0]["id"] == "chat"
+
+
+# -- what the review found ----------------------------------------------------------------------
+
+
+async def test_a_page_that_rebinds_its_name_to_this_computer_is_refused(server, http):
+    params = {"message": {"role": "ROLE_USER", "messageId": "m1", "parts": [{"text": "hi"}]}}
+    refused = await rpc(
+        http,
+        server.url,
+        "SendMessage",
+        params,
+        headers={**V1, "Host": "attacker.example", "Origin": "http://attacker.example"},
+    )
+    assert refused.status_code == 421
+    answered = await rpc(http, server.url, "SendMessage", params)
+    assert answered.json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+
+
+async def test_an_internal_failure_reaches_a_remote_caller_as_a_plain_sentence(
+    server, http, runtime, monkeypatch
+):
+    async def broken(*_args, **_kwargs):
+        raise OSError("disk I/O error in /home/alice/.local/share/mangaba/history.db")
+
+    monkeypatch.setattr(runtime.contexts, "summary", broken)
+    client = await client_for(http, server.url, streaming=False)
+    [event] = [e async for e in client.send_message(user_message("x", skill="get_context"))]
+    status = event.task.status
+    assert status.state == TaskState.TASK_STATE_FAILED
+    text = status.message.parts[0].text
+    assert "internal error" in text
+    assert "/home/alice" not in text and "disk I/O" not in text
+
+
+async def test_a_server_for_one_agent_serves_only_that_agent(runtime, http):
+    chosen = await runtime.agents.default()
+    other = await runtime.agents.create("Secret", "You keep secrets.")
+    server = A2AServer(runtime, primary=chosen.id, only=[chosen.id])
+    await server.start()
+    try:
+        mine = await http.get(f"{server.agent_url(chosen.id)}/.well-known/agent-card.json")
+        theirs = await http.get(f"{server.agent_url(other.id)}/.well-known/agent-card.json")
+        assert mine.status_code == 200 and mine.json()["name"] == chosen.name
+        assert theirs.status_code == 404
+    finally:
+        await server.stop()
+
+
+async def test_a_server_on_every_interface_advertises_an_address_clients_can_reach(runtime):
+    server = A2AServer(runtime, host="0.0.0.0", token=TOKEN)
+    await server.start()
+    try:
+        assert "0.0.0.0" not in server.url
+        card = next(iter(server.cards.values()))
+        assert all("0.0.0.0" not in i.url for i in card.supported_interfaces)
+    finally:
+        await server.stop()
+    named = A2AServer(runtime, host="0.0.0.0", token=TOKEN, public_url="https://agents.lan:9000")
+    await named.start()
+    try:
+        assert named.url == "https://agents.lan:9000/"
+    finally:
+        await named.stop()

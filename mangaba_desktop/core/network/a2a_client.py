@@ -38,7 +38,7 @@ from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from google.protobuf.struct_pb2 import Struct
 
 from .hub import AgentHub, NetworkError, Node, NodeKind
-from .messages import AgentMessage
+from .messages import AgentMessage, MessageType
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,9 @@ class RemoteAgent:
 
     async def _send(self, message: AgentMessage) -> dict[str, Any]:
         metadata = Struct()
-        metadata.update({"skill": message.action or "chat", **_jsonable(message.content)})
+        # A broadcast or a notification is for the remote agent to remember, not to answer.
+        skill = message.action or ("remember" if message.type != MessageType.REQUEST else "chat")
+        metadata.update({"skill": skill, **_jsonable(message.content)})
         request = SendMessageRequest(
             message=Message(
                 role=Role.ROLE_USER,
@@ -297,6 +299,14 @@ async def add_remote_agent(
         NetworkError: the card cannot be read or is not usable (the message says why).
     """
     card, info = await resolve_card(url, token=token, timeout_s=timeout_s)
+    if token is not None:
+        asked = urlsplit(info.url).netloc.lower()
+        for interface in card.supported_interfaces:
+            if urlsplit(interface.url).netloc.lower() != asked:
+                raise NetworkError(
+                    f"The card at {info.url} sends requests to {interface.url}, another "
+                    "server: the token is not sent there. Add the agent by that address."
+                )
     remote = RemoteAgent(runtime.network, card, token=token, timeout_s=timeout_s)
     node = Node(
         id=f"a2a:{info.url}",

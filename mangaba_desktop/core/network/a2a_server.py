@@ -56,7 +56,6 @@ from starlette.routing import BaseRoute
 from ... import __version__
 from ..providers.secrets import InsecureKeyring, KeyStore
 from ..store import Agent
-from ..store.models import AgentLink
 from .hub import NetworkError, Node, NodeKind
 from .local import ACTIONS
 
@@ -66,6 +65,8 @@ MAX_BODY_BYTES = 1 << 20
 """Request bodies above this are refused (413, or a JSON-RPC error for a chunked body)."""
 
 TOKEN_ID = "a2a-server"
+TOKEN_ENV = "MANGABA_A2A_TOKEN"
+"""A fixed token for headless nodes without a safe keyring."""
 """The keyring entry (provider id) of the server's bearer token."""
 
 REQUEST_TIMEOUT_S = 600.0
@@ -93,7 +94,7 @@ def is_loopback(host: str) -> bool:
 def server_token(keys: KeyStore) -> str:
     """The server's bearer token: the one in the keyring, or a new one stored there (for this
     run only when the keyring cannot keep it safely)."""
-    token = keys.get(TOKEN_ID)
+    token = keys.get(TOKEN_ID, TOKEN_ENV)
     if token:
         return token
     token = secrets.token_urlsafe(32)
@@ -138,6 +139,8 @@ class A2AServer:
         port: int = 0,
         token: str | None = None,
         primary: str | None = None,
+        only: list[str] | None = None,
+        public_url: str | None = None,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ValueError(
@@ -149,6 +152,10 @@ class A2AServer:
         self.port = port
         self.token = token
         self.primary = primary
+        self.only = only
+        """Serve only these agents (ids); every agent of the data folder when None."""
+        self.public_url = public_url.rstrip("/") + "/" if public_url else None
+        """The address other computers reach it at, for the cards (a wildcard host is not)."""
         self._url: str | None = None
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -163,6 +170,15 @@ class A2AServer:
             raise RuntimeError("The A2A server is not started.")
         return self._url
 
+    def _allowed_hosts(self, port: int) -> set[str] | None:
+        """The Host headers a loopback server answers (a web page that rebinds its own name
+        to 127.0.0.1 sends its name and is refused); any host beyond loopback, where the
+        token guards."""
+        if not is_loopback(self.host):
+            return None
+        names = {"127.0.0.1", "localhost", "[::1]", self.host}
+        return {f"{name}:{port}" for name in names} | names
+
     def agent_url(self, agent_id: str) -> str:
         return f"{self.url}agents/{agent_id}"
 
@@ -171,6 +187,8 @@ class A2AServer:
         agents: list[Agent] = await self.runtime.agents.list()
         if not agents:
             agents = [await self.runtime.agents.default()]
+        if self.only is not None:
+            agents = [a for a in agents if a.id in self.only]
         primary = next((a for a in agents if a.id == self.primary), None)
         if self.primary is not None and primary is None:
             raise ValueError(f"There is no agent “{self.primary}” to serve.")
@@ -179,8 +197,12 @@ class A2AServer:
 
         sock = _listening_socket(self.host, self.port)
         port = sock.getsockname()[1]
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        self._url = f"http://{shown}:{port}/"
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.getfqdn()  # a wildcard address is not one a client can reach
+        shown = f"[{host}]" if ":" in host else host
+        self._url = self.public_url or f"http://{shown}:{port}/"
+        self._port = port
 
         routes: list[BaseRoute] = []
         for agent in agents:
@@ -188,7 +210,7 @@ class A2AServer:
         routes += self._agent_routes(primary, "", self.url)
         app = Starlette(routes=routes, max_body_size=MAX_BODY_BYTES, lifespan=self._lifespan)
         config = uvicorn.Config(
-            _Guard(app, self.token),
+            _Guard(app, self.token, self._allowed_hosts(port)),
             log_config=None,  # the app's logging stays as it is
             log_level="warning",
             lifespan="on",
@@ -358,17 +380,8 @@ class HubExecutor(AgentExecutor):
         await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
         running = self._running.pop(context.task_id, None)
         if running is not None:
-            request, caller = running
-            request.cancel()
-            await self._stop_reply(caller)
-
-    async def _stop_reply(self, caller: str) -> None:
-        """Stop the reply the agent is writing for ``caller``: the hub's worker would
-        otherwise finish it for nobody before taking its next request."""
-        key = (caller, self.agent_id)
-        link = await self.runtime.database.read(lambda s: s.get(AgentLink, key))
-        if link is not None and link.conversation_id is not None:
-            self.runtime.chat.stop(link.conversation_id)
+            request, _caller = running
+            request.cancel()  # the hub stops the agent's work on it, and only on it
 
     def _caller(self, call: ServerCallContext | None) -> str:
         host = str((call.state if call else {}).get("client_host") or "unknown")
@@ -406,9 +419,10 @@ class _Guard:
     """Refuses, before the A2A routes see them, requests without the bearer token (401) and
     POSTs whose body is not JSON (415). Agent cards stay public."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, hosts: set[str] | None = None) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.hosts = {h.lower().encode("latin-1") for h in hosts} if hosts else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -416,6 +430,9 @@ class _Guard:
             return
         path: str = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        if self.hosts is not None and headers.get("host", b"").lower() not in self.hosts:
+            await _error(send, 421, "This server answers only on this computer's own address.")
+            return
         if self.token is not None and not path.endswith(AGENT_CARD_WELL_KNOWN_PATH):
             scheme, _, given = headers.get("authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):

@@ -25,12 +25,16 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from .. import events
+from ..context.passages import InvalidContext, parse_tags
 from ..events import EventBus
 from ..store import Database
 from ..store.models import AgentLink, AgentMessageRow
 from .messages import AgentMessage, MessagePriority, MessageStatus, MessageType
 
 log = logging.getLogger(__name__)
+
+MAX_BROADCAST_CHARS = 16_000
+"""What a receiver can keep as one memory."""
 
 DEFAULT_TIMEOUT_S = 120.0
 """How long a request waits for its answer (a local model can take a while)."""
@@ -217,7 +221,7 @@ class AgentHub:
         try:
             await self._enqueue(message)
             try:
-                response = await asyncio.wait_for(asyncio.shield(answer), timeout_s)
+                response = await self._wait(message, answer, timeout_s)
             except TimeoutError:
                 message.status = MessageStatus.TIMED_OUT
                 message.error = f"{target.name} did not answer within {timeout_s:g} s."
@@ -248,7 +252,15 @@ class AgentHub:
         """Send ``content`` to every agent ``sender`` is linked to that has one of ``tags``
         (all of them without tags); returns who it went to. Offline agents are skipped."""
         self._node(sender)
-        wanted = {t.strip().lower() for t in tags or () if t.strip()}
+        try:
+            wanted = set(parse_tags(list(tags or [])))
+        except InvalidContext as exc:
+            raise NetworkError(str(exc)) from None
+        size = len(json.dumps(content, ensure_ascii=False, default=str))
+        if size > MAX_BROADCAST_CHARS:
+            raise NetworkError(
+                f"A broadcast may hold {MAX_BROADCAST_CHARS:,} characters; this one has {size:,}."
+            )
         receivers = []
         for node_id in self.linked(sender):
             node = self.nodes.get(node_id)
@@ -372,6 +384,27 @@ class AgentHub:
             except Exception:
                 log.exception("the network worker of %s failed on %s", node_id, message.id)
 
+    async def _wait(
+        self, message: AgentMessage, answer: asyncio.Future[AgentMessage], timeout_s: float
+    ) -> AgentMessage:
+        """The answer within ``timeout_s``; a request still queued when its time to live ends
+        expires then, not when its turn comes."""
+        if message.ttl_s is None or message.ttl_s >= timeout_s:
+            return await asyncio.wait_for(asyncio.shield(answer), timeout_s)
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), message.ttl_s)
+        except TimeoutError:
+            if message.status != MessageStatus.QUEUED:
+                return await asyncio.wait_for(asyncio.shield(answer), timeout_s - message.ttl_s)
+        receiver = self.nodes.get(message.receiver)
+        message.status = MessageStatus.EXPIRED
+        message.error = (
+            f"Expired after {message.ttl_s:g} s in the queue of "
+            f"{receiver.name if receiver else message.receiver} before it was handled."
+        )
+        await self._update(message)
+        raise RequestFailed(message.error, message)
+
     def _abandon(self, message: AgentMessage) -> None:
         """The caller gave up: the receiver stops working on it (or never starts)."""
         working = self._handling.get(message.id)
@@ -384,8 +417,12 @@ class AgentHub:
 
     async def _handle(self, node_id: str, message: AgentMessage) -> None:
         node = self.nodes.get(node_id)
-        if message.status in (MessageStatus.TIMED_OUT, MessageStatus.CANCELLED):
-            return  # its caller gave up before it was taken
+        if message.status in (
+            MessageStatus.TIMED_OUT,
+            MessageStatus.CANCELLED,
+            MessageStatus.EXPIRED,
+        ):
+            return  # its caller gave up, or its time ran out, before it was taken
         if message.expired():
             message.status = MessageStatus.EXPIRED
             message.error = (
@@ -398,6 +435,8 @@ class AgentHub:
             return
         message.status = MessageStatus.DELIVERED
         await self._update(message)
+        if message.id not in self._waiting and message.type == MessageType.REQUEST:
+            return  # its caller gave up while it was being marked delivered
         self.set_status(node_id, NodeStatus.WORKING)
         working = asyncio.ensure_future(self._handlers[node_id](message))
         self._handling[message.id] = working
@@ -409,7 +448,13 @@ class AgentHub:
                 raise  # the worker itself is stopping
             await self._update(message)  # abandoned by its caller: timed out or cancelled
         except Exception as exc:
-            text = str(exc).strip() or type(exc).__name__
+            if isinstance(exc, NetworkError | ValueError):
+                text = str(exc).strip() or type(exc).__name__  # written for the user
+            else:
+                # Anything else may name files, SQL or hosts: the asker (maybe remote) gets
+                # a plain sentence, the log the details.
+                log.exception("%s failed on %s", node_id, message.id)
+                text = f"{node.name if node else node_id} could not handle this (internal error)."
             log.info("%s could not handle %s: %s", node_id, message.id, text)
             if node is not None:
                 node.failed += 1

@@ -33,6 +33,7 @@ ACTIONS: dict[str, str] = {
     "translate": "Translate a text (params: text, target_language).",
     "summarize": "Summarise a text (params: text, max_sentences).",
     "get_context": "Say what it remembers (params: none).",
+    "remember": "Keep a message in its memory (params: message).",
 }
 """What every local agent can be asked to do."""
 
@@ -107,6 +108,9 @@ class LocalAgents:
             await self._remember(agent, message)
             return None
         action = message.action or "chat"
+        if action == "remember":
+            await self._remember(agent, message)
+            return {"text": "Remembered."}
         if action == "get_context":
             return {"text": await self.contexts.summary(agent.id, None)}
         text = request_text(action, message.content, agent)

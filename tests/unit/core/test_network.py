@@ -226,6 +226,47 @@ async def test_events_tell_the_network_pane_what_happens(hub, bus):
     assert MessageStatus.DELIVERED in statuses and MessageStatus.DONE in statuses
 
 
+async def test_a_broadcast_with_a_bad_tag_or_too_much_text_is_refused_before_sending(hub, db_path):
+    seen: list = []
+    join(hub, "boss")
+    join(hub, "fin", echo("fin", seen), tags=["finance"])
+    await hub.connect("boss", "fin")
+
+    with pytest.raises(NetworkError, match="finance!"):
+        await hub.broadcast("boss", {"message": "x"}, ["finance!"])
+    with pytest.raises(NetworkError, match="16,000 characters"):
+        await hub.broadcast("boss", {"message": "x" * 20_000}, ["finance"])
+    await asyncio.sleep(0.05)
+    assert seen == []
+    assert rows(db_path, "SELECT count(*) FROM agent_messages") == [(0,)]
+
+
+async def test_a_request_expires_when_its_time_to_live_ends_not_when_its_turn_comes(hub):
+    join(hub, "ana")
+    join(hub, "bruno", echo("bruno", delay=1.0))
+    busy = asyncio.ensure_future(hub.request("ana", "bruno", "chat", {"message": "long"}))
+    await asyncio.sleep(0.02)
+    started = asyncio.get_running_loop().time()
+
+    with pytest.raises(RequestFailed, match="Expired"):
+        await hub.request("ana", "bruno", "chat", {"message": "quick"}, ttl_s=0.1)
+
+    assert asyncio.get_running_loop().time() - started < 0.5  # not after the 1 s handler
+    await busy
+
+
+async def test_an_internal_failure_is_told_in_a_plain_sentence(hub):
+    async def broken(message):
+        raise OSError("disk I/O error at /home/alice/.local/share/mangaba/db")
+
+    join(hub, "ana")
+    join(hub, "bruno", broken)
+    with pytest.raises(RequestFailed) as raised:
+        await hub.request("ana", "bruno", "chat", {"message": "hi"})
+    assert "internal error" in str(raised.value)
+    assert "/home/alice" not in str(raised.value)
+
+
 # -- the app's agents through the chat pipeline ---------------------------------------------------
 
 
