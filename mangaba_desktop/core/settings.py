@@ -227,6 +227,21 @@ class Settings(BaseModel):
     context_cap: int = Field(
         default=50_000, ge=100, le=10_000_000, description="Contexts kept per agent."
     )
+    a2a_server: bool = Field(
+        default=False, description="Serve this app's agents to other A2A clients."
+    )
+    a2a_port: int = Field(
+        default=8765, ge=1024, le=65535, description="The port the agents are served on."
+    )
+    a2a_beyond_this_computer: bool = Field(
+        default=False,
+        description="Listen on every network interface; requests then need the bearer token.",
+    )
+    remote_agents: list[str] = Field(
+        default_factory=list,
+        description="URLs of remote A2A agents, added by the user (their tokens are in the "
+        "keyring, never here).",
+    )
     first_run_import_done: bool = False
 
     def provider(self, provider_id: str) -> Provider | None:

@@ -147,7 +147,33 @@ class Application:
         self.spawn(self.window.probe_local_servers())
         self.spawn(asyncio.to_thread(self.database.daily_backup))
         self.spawn(self.runtime.contexts.cleanup_expired())
+        self._start_a2a(keys)
         return True
+
+    def _start_a2a(self, keys: Any) -> None:
+        """In the background: the remote agents the user added, and the A2A server when the
+        settings share the agents. Neither holds up start-up; a failure is a status message."""
+        runtime = self.runtime
+        if runtime is None or runtime.settings is None:
+            return
+        settings = runtime.settings.settings
+        for url in settings.remote_agents:
+            self.spawn(self._reconnect(url, keys))
+        if settings.a2a_server and self.window.sharing is not None:
+            self.spawn(self._share(settings))
+
+    async def _reconnect(self, url: str, keys: Any) -> None:
+        from ..core.network import NetworkError
+        from .agent_network.remote import reconnect
+
+        try:
+            await reconnect(self.runtime, keys, url)
+        except NetworkError as exc:
+            self.window.show_status(f"Remote agent {url} could not be reached: {exc}", 15000)
+
+    async def _share(self, settings: Any) -> None:
+        assert self.window.sharing is not None
+        self.window.show_status(await self.window.sharing.apply(settings), 15000)
 
     async def _start_outbox(self) -> None:
         assert self.runtime is not None
@@ -165,6 +191,8 @@ class Application:
 
         from ..core.logs import shutdown_logging
 
+        if self.window.sharing is not None:
+            await self.window.sharing.stop()
         if self.runtime is not None:
             await self.runtime.local_agents.stop()
             await self.runtime.network.close()

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..core.providers.probe import FoundServer
     from ..core.providers.secrets import KeyStore
     from .agent_network import NetworkPane
+    from .agent_network.sharing import Sharing
     from .chat.pane import ChatPane
     from .context_browser import ContextPane
 
@@ -63,6 +64,8 @@ class MainWindow(QMainWindow):
         self.chat_pane: ChatPane | None = None
         self.context_pane: ContextPane | None = None
         self.network_pane: NetworkPane | None = None
+        self.sharing: Sharing | None = None
+        """The A2A server of the app's agents, once attached."""
         self.runtime: Runtime | None = None
         self.keys: KeyStore | None = None
         self.found_servers: list[FoundServer] = []
@@ -236,7 +239,19 @@ class MainWindow(QMainWindow):
         self.context_pane.status_message.connect(self.show_status)
         self.chat_pane.reply_selected.connect(self.context_pane.highlight)
         self.side_docks[0].setWidget(self.context_pane)
-        self.network_pane = NetworkPane(runtime.network, runtime.agents, runtime.bus, spawn)
+        from .agent_network.sharing import Sharing
+
+        self.sharing = Sharing(runtime, self.keys)
+        self.network_pane = NetworkPane(
+            runtime.network,
+            runtime.agents,
+            runtime.bus,
+            spawn,
+            runtime=runtime,
+            settings=runtime.settings,
+            keys=self.keys,
+            sharing=self.sharing,
+        )
         self.network_pane.status_message.connect(self.show_status)
         self.side_docks[1].setWidget(self.network_pane)
         for action in self.chat_actions:

@@ -10,7 +10,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -38,10 +38,13 @@ from ...core.network import (
     NodeKind,
 )
 from ...core.network.local import ACTIONS
+from ...core.settings import SettingsStore
 from ...core.store import AgentStore
 from .dialogs import BroadcastDialog, ConnectDialog, RequestDialog
 from .events import NetworkEvents
 from .graph import DOT_COLOURS, STATUS_COLOURS, NetworkGraph, duration
+from .remote import RemoteAgentDialog, add_remote, remove_remote
+from .sharing import ShareDialog, Sharing
 from .timeline import WIDTHS, MessageRow, TimelineFilter, TimelineModel
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,11 @@ class NetworkPane(QWidget):
         agents: the app's agents (for “New agent…”).
         bus: where the hub's events come from.
         spawn: runs a coroutine on the loop and keeps its task.
+        runtime: the core, for adding remote agents (with ``settings``; both needed for
+            "Add remote agent…").
+        settings: where remote agents' URLs are remembered.
+        keys: the KeyStore their tokens are kept in.
+        sharing: the A2A server of the app's agents (for "Share…").
 
     Signals:
         status_message(str): something the status bar may show.
@@ -100,6 +108,11 @@ class NetworkPane(QWidget):
         bus: EventBus,
         spawn: Callable[[Any], Any],
         parent: QWidget | None = None,
+        *,
+        runtime: Any = None,
+        settings: SettingsStore | None = None,
+        keys: Any = None,
+        sharing: Sharing | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("network-pane")
@@ -108,6 +121,10 @@ class NetworkPane(QWidget):
         self.network = network
         self.agents = agents
         self.spawn = spawn
+        self.runtime = runtime
+        self.settings = settings
+        self.keys = keys
+        self.sharing = sharing
         self.started = False
         self.names: dict[str, str] = {}
         """Every agent name seen, kept after it leaves, for the timeline's older rows."""
@@ -135,12 +152,20 @@ class NetworkPane(QWidget):
         self.connect_button = QPushButton("Connect agents…")
         self.request_button = QPushButton("Send request…")
         self.broadcast_button = QPushButton("Broadcast…")
+        self.remote_button = QPushButton("Add remote agent…")
+        self.remote_button.setToolTip("Add an A2A agent running elsewhere, by its URL")
+        self.remote_button.setEnabled(self.runtime is not None and self.settings is not None)
+        self.share_button = QPushButton("Share…")
+        self.share_button.setToolTip("Serve this app's agents to other A2A clients")
+        self.share_button.setEnabled(self.sharing is not None and self.settings is not None)
         actions = QHBoxLayout()
         for button in (
             self.new_agent_button,
             self.connect_button,
             self.request_button,
             self.broadcast_button,
+            self.remote_button,
+            self.share_button,
         ):
             actions.addWidget(button)
         actions.addStretch(1)
@@ -241,6 +266,9 @@ class NetworkPane(QWidget):
         self.connect_button.clicked.connect(self.open_connect_dialog)
         self.request_button.clicked.connect(self.open_request_dialog)
         self.broadcast_button.clicked.connect(self.open_broadcast_dialog)
+        self.remote_button.clicked.connect(self.open_remote_dialog)
+        self.share_button.clicked.connect(self.open_share_dialog)
+        self.card.anchorClicked.connect(self._on_card_link)
         self.type_filter.currentIndexChanged.connect(lambda _i: self.apply_filters())
         self.agent_filter.currentIndexChanged.connect(lambda _i: self.apply_filters())
         self.search_box.textChanged.connect(lambda _t: self._filter_timer.start())
@@ -387,8 +415,13 @@ class NetworkPane(QWidget):
         latency = (
             f"p50 {duration(p50)} · p95 {duration(p95)}" if p50 is not None else "no answers yet"
         )
+        remove = (
+            "<p><a href='remove'>Remove this remote agent</a></p>"
+            if node.kind == NodeKind.REMOTE and self.settings is not None
+            else ""
+        )
         return (
-            f"<h3>{html.escape(node.name)}</h3>"
+            f"<h3>{html.escape(node.name)}</h3>{remove}"
             f"<p><b>Kind:</b> {kind}<br><b>Location:</b> {html.escape(node.location)}<br>"
             f"<b>Status:</b> <span style='color:{colour}'>●</span> {node.status}<br>"
             f"<b>Handled:</b> {node.handled:,} · <b>failed:</b> {node.failed:,}<br>"
@@ -586,6 +619,49 @@ class NetworkPane(QWidget):
         dialog.finished.connect(dialog.deleteLater)
         dialog.open()
         return dialog
+
+    def open_remote_dialog(self) -> RemoteAgentDialog:
+        dialog = RemoteAgentDialog(self.spawn, self.add_remote_agent, self)
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        return dialog
+
+    def open_share_dialog(self) -> ShareDialog:
+        assert self.sharing is not None
+        assert self.settings is not None
+        dialog = ShareDialog(self.sharing, self.settings, self.spawn, self)
+        dialog.applied.connect(self.status_message.emit)
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        return dialog
+
+    async def add_remote_agent(self, url: str, token: str | None) -> str | None:
+        """Add the A2A agent at ``url``; returns None when it is on the network, else why not."""
+        assert self.runtime is not None
+        assert self.settings is not None
+        try:
+            _node, text = await add_remote(self.runtime, self.settings, self.keys, url, token)
+        except NetworkError as exc:
+            return str(exc)
+        self._say(text)
+        return None
+
+    def _on_card_link(self, link: QUrl) -> None:
+        if link.toString() == "remove" and self.shown is not None and self.shown[0] == "node":
+            self.spawn(self.remove_remote_agent(self.shown[1]))
+
+    async def remove_remote_agent(self, node_id: str) -> bool:
+        """Take a remote agent off the network and forget it (its URL and its token)."""
+        node = self.network.nodes.get(node_id)
+        if node is None or node.kind != NodeKind.REMOTE or self.settings is None:
+            return False
+        try:
+            self._say(await remove_remote(self.network, self.settings, self.keys, node))
+        except Exception as exc:
+            log.exception("the remote agent %s could not be removed", node_id)
+            self._say(f"{node.name} could not be removed: {exc}", error=True)
+            return False
+        return True
 
     async def connect_agents(self, first: str, second: str) -> bool:
         try:

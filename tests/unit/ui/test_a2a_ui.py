@@ -1,0 +1,253 @@
+"""A2A in the real app: a remote agent added by URL from the Agent network pane (its card
+looked up, its URL remembered in the settings and its token in the keyring, back after a
+restart, removed), and the app's own agents shared over A2A from the Share dialog."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+from pathlib import Path
+
+import httpx
+import keyring
+import pytest
+from keyring.errors import PasswordDeleteError
+from PySide6.QtCore import QUrl
+
+from mangaba_desktop.core.agent import Runtime
+from mangaba_desktop.core.network import NodeKind
+from mangaba_desktop.core.network.a2a_server import TOKEN_ID, A2AServer
+from mangaba_desktop.core.providers.secrets import SERVICE
+from mangaba_desktop.core.settings import SettingsStore
+from mangaba_desktop.ui.agent_network import NetworkPane
+from mangaba_desktop.ui.agent_network.remote import token_id
+from tests.helpers.app import Running, running_app, until
+from tests.helpers.openai_server import free_port
+from tests.helpers.providers import configure
+from tests.helpers.sources import ScriptedSource
+
+pytestmark = pytest.mark.timeout(180)
+
+TOKEN = "remote-token-0123456789"
+
+
+@pytest.fixture
+def default_keyring(secret_service):
+    """The real Secret Service as the keyring the app's KeyStore() finds."""
+    previous = keyring.get_keyring()
+    keyring.set_keyring(secret_service)
+    yield secret_service
+    keyring.set_keyring(previous)
+
+
+def forget(backend, *entries: str) -> None:
+    for entry in entries:
+        with contextlib.suppress(PasswordDeleteError):
+            backend.delete_password(SERVICE, entry)
+
+
+def network_pane(app: Running) -> NetworkPane:
+    pane = app.window.network_pane
+    assert pane is not None
+    app.window.side_docks[1].raise_()
+    return pane
+
+
+def saved(data_dir: Path) -> dict:
+    return json.loads((data_dir / "settings.json").read_text(encoding="utf-8"))
+
+
+def remote_nodes(pane: NetworkPane) -> list:
+    return [n for n in pane.network.nodes.values() if n.kind == NodeKind.REMOTE]
+
+
+def test_a_remote_agent_is_added_by_url_comes_back_after_a_restart_and_can_be_removed(
+    loop, tmp_path, data_dir, default_keyring
+):
+    configure(data_dir)
+    remote_dir = tmp_path / "remote"
+    remote_dir.mkdir()
+
+    async def scenario() -> None:
+        remote = await Runtime.open(remote_dir, completions=ScriptedSource(["Bom ", "dia!"]))
+        default = await remote.agents.default()
+        await remote.agents.update(default.id, name="Faraway", persona="A distant helper.")
+        server = A2AServer(remote, token=TOKEN)
+        await server.start()
+        try:
+            async with running_app(data_dir) as app:
+                pane = network_pane(app)
+                assert pane.remote_button.isEnabled()
+
+                # A URL where nothing answers: the sentence says so, nothing is added.
+                dialog = pane.open_remote_dialog()
+                dialog.url.setText(f"http://127.0.0.1:{free_port()}/")
+                dialog.lookup_button.click()
+                await until(lambda: dialog.notice.text() != "")
+                assert dialog.notice.text().startswith("No agent card at http://127.0.0.1:")
+                dialog.add_button.click()
+                await until(lambda: dialog.add_button.isEnabled() and dialog.notice.text())
+                assert dialog.isVisible()
+                assert remote_nodes(pane) == []
+                dialog.url.setText("not a url")
+                dialog.lookup_button.click()
+                await until(lambda: "is not an http(s) address" in dialog.notice.text())
+                dialog.reject()
+
+                # The real one: its card, then Add.
+                dialog = pane.open_remote_dialog()
+                dialog.url.setText(server.url)
+                dialog.token.setText(TOKEN)
+                dialog.lookup_button.click()
+                await until(lambda: "Skills" in dialog.card.text())
+                card = dialog.card.text()
+                assert "Faraway" in card and "A distant helper." in card
+                assert "chat" in card and "summarize" in card
+                assert "A2A 1.0" in card and "needs a token" in card and "streaming" in card
+                closed: list[int] = []
+                dialog.finished.connect(closed.append)
+                dialog.add_button.click()
+                await until(lambda: len(remote_nodes(pane)) == 1)
+                node = remote_nodes(pane)[0]
+                await until(lambda: node.id in pane.graph.nodes)
+                assert node.name == "Faraway" and node.location == server.url
+                await until(lambda: closed == [1])  # accepted, and closed
+                assert "Faraway" in pane.result_label.text()
+                assert saved(data_dir)["remote_agents"] == [server.url]
+                assert TOKEN not in (data_dir / "settings.json").read_text()
+                assert default_keyring.get_password(SERVICE, token_id(server.url)) == TOKEN
+
+            # Restarted on the same data folder: back, with its token from the keyring.
+            async with running_app(data_dir) as app:
+                pane = network_pane(app)
+                await until(lambda: len(remote_nodes(pane)) == 1)
+                node = remote_nodes(pane)[0]
+                assert node.name == "Faraway"
+                runtime = app.application.runtime
+                local = await runtime.agents.default()
+                await until(lambda: local.id in runtime.network.nodes)
+                reply = await runtime.network.request(local.id, node.id, "chat", {"message": "Oi"})
+                assert reply.text == "Bom dia!"
+
+                # Removed from its card: off the network, out of the settings and the keyring.
+                await until(lambda: node.id in pane.graph.nodes)
+                pane.show_node(node.id)
+                assert "Remove this remote agent" in pane.card.toPlainText()
+                pane.card.anchorClicked.emit(QUrl("remove"))
+                await until(lambda: remote_nodes(pane) == [])
+                await until(lambda: node.id not in pane.graph.nodes)
+                assert saved(data_dir)["remote_agents"] == []
+                assert default_keyring.get_password(SERVICE, token_id(server.url)) is None
+        finally:
+            await server.stop()
+            await remote.close()
+            forget(default_keyring, token_id(server.url))
+
+    loop.run_until_complete(scenario())
+
+
+def test_an_unreachable_remote_agent_is_a_status_message_not_a_failed_start(loop, data_dir):
+    url = f"http://127.0.0.1:{free_port()}/"
+    configure(data_dir, remote_agents=[url])
+
+    async def scenario() -> None:
+        async with running_app(data_dir) as app:
+            status = app.window.statusBar()
+            await until(
+                lambda: f"Remote agent {url} could not be reached" in status.currentMessage()
+            )
+            assert remote_nodes(network_pane(app)) == []
+        assert SettingsStore(data_dir).settings.remote_agents == [url]
+
+    loop.run_until_complete(scenario())
+
+
+async def card_at(url: str) -> dict:
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(f"{url}.well-known/agent-card.json")
+        response.raise_for_status()
+        return response.json()
+
+
+def test_sharing_the_agents_from_the_share_dialog(loop, data_dir, default_keyring):
+    configure(data_dir)
+    port = free_port()
+
+    async def scenario() -> None:
+        async with running_app(data_dir) as app:
+            pane = network_pane(app)
+            sharing = app.window.sharing
+            assert sharing is not None and pane.share_button.isEnabled()
+            default = await app.application.runtime.agents.default()
+
+            dialog = pane.open_share_dialog()
+            assert not dialog.serve.isChecked() and dialog.token_row.isHidden()
+            dialog.serve.setChecked(True)
+            dialog.port.setValue(port)
+            dialog.apply_button.click()
+            await until(lambda: sharing.url is not None)
+            url = f"http://127.0.0.1:{port}/"
+            assert sharing.url == url
+            await until(lambda: url in dialog.state.text())
+            assert dialog.token_row.isHidden()
+            assert (await card_at(url))["name"] == default.name
+            settings = saved(data_dir)
+            assert settings["a2a_server"] is True and settings["a2a_port"] == port
+
+            # Off: nothing listens any more.
+            dialog.serve.setChecked(False)
+            assert await dialog.apply() == "The agents are not shared."
+            assert sharing.url is None
+            with pytest.raises(httpx.ConnectError):
+                await card_at(url)
+
+            # Beyond this computer: the token is shown (and kept in the keyring).
+            dialog.serve.setChecked(True)
+            dialog.beyond.setChecked(True)
+            text = await dialog.apply()
+            assert text.startswith("Agents shared at http://"), text
+            token = dialog.token.text()
+            assert token and token == sharing.token
+            assert default_keyring.get_password(SERVICE, TOKEN_ID) == token
+            assert not dialog.token_row.isHidden()
+            assert url in dialog.state.text()
+            assert (await card_at(url))["name"] == default.name
+            async with httpx.AsyncClient(timeout=10) as http:
+                refused = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "x"})
+            assert refused.status_code == 401
+            dialog.copy_button.click()
+            dialog.reject()
+
+        # Started again: the agents are shared at start-up.
+        async with running_app(data_dir) as app:
+            sharing = app.window.sharing
+            await until(lambda: sharing.url is not None)
+            assert sharing.token == token
+            status = app.window.statusBar()
+            await until(lambda: "Agents shared at" in status.currentMessage())
+        # Stopped with the app.
+        with pytest.raises(httpx.ConnectError):
+            await card_at(url)
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        forget(default_keyring, TOKEN_ID)
+
+
+def test_a_port_in_use_is_a_status_message(loop, data_dir):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        configure(data_dir, a2a_server=True, a2a_port=port)
+
+        async def scenario() -> None:
+            async with running_app(data_dir) as app:
+                status = app.window.statusBar()
+                await until(lambda: "could not be shared" in status.currentMessage())
+                assert app.window.sharing.url is None
+                assert str(port) in app.window.sharing.problem
+
+        loop.run_until_complete(scenario())
