@@ -159,16 +159,23 @@ async def test_a_failed_answer_is_a_failed_task_with_a_clear_text(server, http, 
     assert "Mangaba could not answer" in text and "Traceback" not in text
 
 
-async def test_streaming_sends_the_task_first_then_working_artifact_completed(server, http):
+async def test_streaming_sends_the_task_first_then_the_answer_as_it_is_written(server, http):
     client = await client_for(http, server.url, streaming=True)
 
     events = [e async for e in client.send_message(user_message("Bom dia?"))]
 
     kinds = [e.WhichOneof("payload") for e in events]
-    assert kinds == ["task", "status_update", "artifact_update", "status_update"]
+    assert kinds[:2] == ["task", "status_update"] and kinds[-1] == "status_update"
+    assert set(kinds[2:-1]) == {"artifact_update"}
     assert events[1].status_update.status.state == TaskState.TASK_STATE_WORKING
-    assert get_artifact_text(events[2].artifact_update.artifact) == "Bom dia!"
-    assert events[3].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    updates = [e.artifact_update for e in events[2:-1]]
+    # The pieces as the agent wrote them, appended to one artifact, then the answer as kept.
+    assert len(updates) == 3
+    assert len({u.artifact.artifact_id for u in updates}) == 1
+    assert [u.append for u in updates] == [False, True, False]
+    assert "".join(get_artifact_text(u.artifact) for u in updates[:2]) == "Bom dia!"
+    assert updates[-1].last_chunk and get_artifact_text(updates[-1].artifact) == "Bom dia!"
 
 
 async def test_cancel_stops_a_slow_task_and_its_hub_request(server, http, runtime, source):
@@ -468,3 +475,16 @@ async def test_a_server_on_every_interface_advertises_an_address_clients_can_rea
         assert named.url == "https://agents.lan:9000/"
     finally:
         await named.stop()
+
+
+async def test_a_remote_answer_streams_to_a_caller_that_follows_it(server, runtime):
+    node = await add_remote_agent(runtime, server.url)
+    agent = await runtime.agents.default()
+    pieces: list[str] = []
+
+    reply = await runtime.network.request(
+        agent.id, node.id, "chat", {"message": "Bom dia?"}, on_progress=pieces.append
+    )
+
+    assert reply.text == "Bom dia!"
+    assert "".join(pieces) == "Bom dia!" and len(pieces) == 2

@@ -188,6 +188,10 @@ class RemoteAgent:
             async def read() -> None:
                 async for event in client.send_message(request):
                     answer.take(event)
+                    update = event.artifact_update
+                    if event.WhichOneof("payload") == "artifact_update" and not update.last_chunk:
+                        # Pieces written so far reach whoever follows this request.
+                        self.hub.progress(message.id, get_artifact_text(update.artifact))
                     if answer.task_id:
                         known.set()
 

@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 import socket
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
@@ -350,11 +351,36 @@ class HubExecutor(AgentExecutor):
 
         caller = self._caller(context.call_context)
         hub = self.runtime.network
+        # The answer streams as appends to one artifact while the agent writes it.
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+        artifact_id = uuid.uuid4().hex
         request = asyncio.ensure_future(
-            hub.request(caller, self.agent_id, action, params, timeout_s=REQUEST_TIMEOUT_S)
+            hub.request(
+                caller,
+                self.agent_id,
+                action,
+                params,
+                timeout_s=REQUEST_TIMEOUT_S,
+                on_progress=pieces.put_nowait,
+            )
         )
         self._running[task.id] = (request, caller)
+        streamed = False
         try:
+            while not request.done():
+                getting = asyncio.ensure_future(pieces.get())
+                await asyncio.wait({request, getting}, return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():
+                    getting.cancel()
+                    continue
+                await updater.add_artifact(
+                    [new_text_part(getting.result())],
+                    artifact_id=artifact_id,
+                    name="answer",
+                    append=streamed,
+                    last_chunk=False,
+                )
+                streamed = True
             response = await request
         except NetworkError as exc:
             await updater.failed(updater.new_agent_message([new_text_part(str(exc))]))
@@ -371,7 +397,19 @@ class HubExecutor(AgentExecutor):
             return
         finally:
             self._running.pop(task.id, None)
-        await updater.add_artifact([new_text_part(response.text)], name="answer", last_chunk=True)
+        if streamed:
+            # The streamed pieces are the raw text; the final artifact is the answer as kept.
+            await updater.add_artifact(
+                [new_text_part(response.text)],
+                artifact_id=artifact_id,
+                name="answer",
+                append=False,
+                last_chunk=True,
+            )
+        else:
+            await updater.add_artifact(
+                [new_text_part(response.text)], name="answer", last_chunk=True
+            )
         await updater.complete()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:

@@ -119,6 +119,7 @@ class AgentHub:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._waiting: dict[str, asyncio.Future[AgentMessage]] = {}
         self._handling: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
+        self._progress: dict[str, Callable[[str], None]] = {}
         self._order = itertools.count()
         self._closed = False
 
@@ -198,8 +199,10 @@ class AgentHub:
         priority: int = MessagePriority.MEDIUM,
         ttl_s: float | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        on_progress: Callable[[str], None] | None = None,
     ) -> AgentMessage:
-        """Ask ``receiver`` to do ``action``; returns its one response.
+        """Ask ``receiver`` to do ``action``; returns its one response. ``on_progress``
+        receives the answer's text as it is written, when the receiver streams it.
 
         Raises :class:`UnknownAgent` or :class:`AgentOffline` at once, :class:`RequestFailed`
         when it answers with an error or the request expires in its queue, and
@@ -218,6 +221,8 @@ class AgentHub:
         )
         answer: asyncio.Future[AgentMessage] = asyncio.get_running_loop().create_future()
         self._waiting[message.id] = answer
+        if on_progress is not None:
+            self._progress[message.id] = on_progress
         try:
             await self._enqueue(message)
             try:
@@ -236,6 +241,7 @@ class AgentHub:
                 raise
         finally:
             self._waiting.pop(message.id, None)
+            self._progress.pop(message.id, None)
         if response.type == MessageType.ERROR:
             raise RequestFailed(response.error or response.text, response)
         return response
@@ -292,6 +298,16 @@ class AgentHub:
                 sender=sender, receiver=receiver, type=MessageType.NOTIFICATION, content=content
             )
         )
+
+    def progress(self, message_id: str, text: str) -> None:
+        """A handler's piece of the answer to request ``message_id``, for a caller that
+        follows it as it is written (ignored when nobody does)."""
+        listener = self._progress.get(message_id)
+        if listener is not None and text:
+            try:
+                listener(text)
+            except Exception:
+                log.exception("a progress listener of %s failed", message_id)
 
     # -- history ---------------------------------------------------------------------------------
 

@@ -114,7 +114,7 @@ class LocalAgents:
         if action == "get_context":
             return {"text": await self.contexts.summary(agent.id, None)}
         text = request_text(action, message.content, agent)
-        return await self._answer(agent, message.sender, text)
+        return await self._answer(agent, message.sender, text, message.id)
 
     async def _remember(self, agent: Agent, message: AgentMessage) -> None:
         sender = self.hub.nodes.get(message.sender)
@@ -128,8 +128,22 @@ class LocalAgents:
             tags=["network", *message.tags],
         )
 
-    async def _answer(self, agent: Agent, sender_id: str, text: str) -> dict[str, Any]:
+    async def _answer(
+        self, agent: Agent, sender_id: str, text: str, request_id: str
+    ) -> dict[str, Any]:
         conversation_id = await self._conversation_with(sender_id, agent)
+
+        def on_delta(_name: str, payload: dict[str, Any]) -> None:
+            if payload.get("conversation_id") == conversation_id:
+                self.hub.progress(request_id, payload.get("delta", ""))
+
+        unsubscribe = self.bus.subscribe(events.MESSAGE_DELTA, on_delta)
+        try:
+            return await self._reply(agent, conversation_id, text)
+        finally:
+            unsubscribe()
+
+    async def _reply(self, agent: Agent, conversation_id: int, text: str) -> dict[str, Any]:
         try:
             await self.chat.send(conversation_id, text)
         except RuntimeError as exc:
