@@ -12,7 +12,10 @@ from mangaba_desktop.core.context import ContextStore
 from mangaba_desktop.core.events import EventBus
 from mangaba_desktop.core.paths import DATABASE_NAME
 from mangaba_desktop.core.store import AgentStore, ConversationStore, Database
-from tests.helpers.secret_service import secret_service  # noqa: F401 (a fixture for any test)
+from tests.helpers.secret_service import (  # noqa: F401 (fixtures for any test)
+    default_keyring,
+    secret_service,
+)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ from .context.store import ContextStore, insert_context, touch_contexts
 from .events import EventBus
 from .providers.completions import without_credentials
 from .ratelimit import RateLimiter
-from .settings import SettingsStore
+from .settings import Settings, SettingsStore
 from .store import Agent, AgentStore, ConversationStore, Message, MessageStatus, Role
 from .store.conversations import update_message_row
 from .store.models import Context, ContextType, Conversation
@@ -115,6 +115,9 @@ class ChatService:
         self.params = params or {}
         self.settings = settings
         """Per-model parameters, the system prompt and the agent rate limit, when given."""
+        if settings is not None:
+            self._apply_settings(settings.settings)
+            settings.subscribe(self._apply_settings)
         self.model: str | None = None
         """The model new replies use when the agent names none; the local model when unset."""
         self.compress_after: int | None = None
@@ -160,10 +163,7 @@ class ChatService:
         """
         text = validate_message(text)
         command = commands.parse(text)
-        await self._make_way(conversation_id)
-        with self._turn(conversation_id):
-            conversation = await self._conversation(conversation_id)
-            agent = await self._agent(conversation)
+        async with self._user_turn(conversation_id) as (conversation, agent):
             self._limit(agent)
             await self.store.add_message(conversation_id, Role.USER, text)
             return await self._reply(
@@ -172,14 +172,11 @@ class ChatService:
 
     async def regenerate(self, conversation_id: int, model: str | None = None) -> Message:
         """Replace the replies after the last user message with a new one."""
-        await self._make_way(conversation_id)
-        with self._turn(conversation_id):
-            conversation = await self._conversation(conversation_id)
+        async with self._user_turn(conversation_id) as (conversation, agent):
             history = await self.store.history(conversation_id)
             last_user = next((m for m in reversed(history) if m.role == Role.USER), None)
             if last_user is None or last_user.id is None:
                 raise LookupError("There is no message to answer in this conversation.")
-            agent = await self._agent(conversation)
             self._limit(agent)
             await self.store.delete_messages_from(conversation_id, last_user.id + 1)
             command = commands.parse(last_user.content)
@@ -191,10 +188,7 @@ class ChatService:
         """Replace a user message and everything after it with ``text`` and a new reply."""
         text = validate_message(text)
         command = commands.parse(text)
-        await self._make_way(conversation_id)
-        with self._turn(conversation_id):
-            conversation = await self._conversation(conversation_id)
-            agent = await self._agent(conversation)
+        async with self._user_turn(conversation_id) as (conversation, agent):
             self._limit(agent)
             await self.store.delete_messages_from(conversation_id, message_id)
             await self.store.add_message(conversation_id, Role.USER, text)
@@ -234,6 +228,17 @@ class ChatService:
 
     # -- internals -----------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _user_turn(
+        self, conversation_id: int
+    ) -> AsyncIterator[tuple[Conversation, Agent | None]]:
+        """A turn the user starts: a queued reply being resent there makes way, and the
+        conversation is held (see :meth:`_turn`) with its agent."""
+        await self._make_way(conversation_id)
+        with self._turn(conversation_id):
+            conversation = await self._conversation(conversation_id)
+            yield conversation, await self._agent(conversation)
+
     @contextlib.contextmanager
     def _turn(self, conversation_id: int) -> Iterator[None]:
         """Hold the conversation from the first await of a turn until its reply task exists,
@@ -257,11 +262,11 @@ class ChatService:
             return None
         return await self.agents.resolve(conversation.agent_id)
 
+    def _apply_settings(self, settings: Settings) -> None:
+        self.rate_limiter.rate = settings.agent_requests_per_minute / 60.0
+        self.rate_limiter.burst = settings.agent_burst
+
     def _limit(self, agent: Agent | None) -> None:
-        if self.settings is not None:
-            chosen = self.settings.settings
-            self.rate_limiter.rate = chosen.agent_requests_per_minute / 60.0
-            self.rate_limiter.burst = chosen.agent_burst
         if agent is not None:
             self.rate_limiter.acquire(agent.id, f"The agent “{agent.name}”")
 

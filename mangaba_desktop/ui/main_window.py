@@ -453,17 +453,20 @@ class MainWindow(QMainWindow):
     def _on_settings(self) -> None:
         if self.runtime is None or self.runtime.settings is None or self._spawn is None:
             return
+        if self.keys is None:
+            return
         from .settings import SettingsDialog
 
         dialog = SettingsDialog(
             self.runtime.settings,
-            self.keys or _no_keys(),
+            self.keys,
             self.runtime.completions,
             self._spawn,
             self,
             found_servers=self.found_servers,
         )
-        dialog.saved.connect(self.runtime.completions.invalidate)
+        # Saved settings rebuild the Router through the settings store; keys changed in the
+        # dialog do not pass through it.
         dialog.finished.connect(
             lambda _code: self.runtime and self.runtime.completions.invalidate()
         )
@@ -520,9 +523,3 @@ class MainWindow(QMainWindow):
         self.save_layout()
         event.accept()
         self.closed.emit()
-
-
-def _no_keys() -> KeyStore:
-    from ..core.providers.secrets import KeyStore
-
-    return KeyStore()

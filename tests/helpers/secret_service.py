@@ -183,3 +183,14 @@ def secret_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         if keyring_daemon is not None:
             _stop(keyring_daemon)
         _stop(bus)
+
+
+@pytest.fixture
+def default_keyring(secret_service: Any) -> Iterator[Any]:
+    """The real Secret Service as the keyring the app's own ``KeyStore()`` finds."""
+    import keyring
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(secret_service)
+    yield secret_service
+    keyring.set_keyring(previous)

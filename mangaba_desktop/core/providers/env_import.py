@@ -34,6 +34,16 @@ KEY_VARIABLES: dict[ProviderKind, tuple[str, ...]] = {
 }
 """Where upstream reads each provider's key, in the order it looks."""
 
+UPSTREAM_VARIABLES: tuple[str, ...] = (
+    *(v for variables in KEY_VARIABLES.values() for v in variables),
+    "LLM_PROVIDER",
+    "MODEL_NAME",
+    "MODEL_TEMPERATURE",
+    "MAX_OUTPUT_TOKENS",
+    "SYSTEM_PROMPT",
+)
+"""Every variable of the upstream configuration this import reads."""
+
 _PROVIDER_IDS = {
     ProviderKind.GEMINI: "gemini",
     ProviderKind.OPENAI: "openai",

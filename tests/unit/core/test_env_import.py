@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from mangaba_desktop.core.providers.env_import import (
-    KEY_VARIABLES,
     MAX_SYSTEM_PROMPT,
+    UPSTREAM_VARIABLES,
     EnvImport,
     import_environment,
 )
@@ -28,14 +28,6 @@ ANTHROPIC_KEY = "sk-ant-test-anthropic-key-0004"
 OPENROUTER_KEY = "sk-or-test-openrouter-key-0005"
 DOTENV_OPENAI_KEY = "sk-test-openai-key-from-dotenv-0006"
 ALL_KEYS = (GOOGLE_KEY, GEMINI_KEY, OPENAI_KEY, ANTHROPIC_KEY, OPENROUTER_KEY, DOTENV_OPENAI_KEY)
-UPSTREAM_VARIABLES = (
-    *(v for variables in KEY_VARIABLES.values() for v in variables),
-    "LLM_PROVIDER",
-    "MODEL_NAME",
-    "MODEL_TEMPERATURE",
-    "MAX_OUTPUT_TOKENS",
-    "SYSTEM_PROMPT",
-)
 
 
 def dotenv(tmp_path: Path, content: str | bytes, name: str = ".env") -> Path:

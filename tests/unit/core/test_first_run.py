@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from mangaba_desktop.core.providers.env_import import KEY_VARIABLES
+from mangaba_desktop.core.providers.env_import import UPSTREAM_VARIABLES
 from mangaba_desktop.core.providers.secrets import KeySource, KeyStore
 from mangaba_desktop.core.settings import ProviderKind, SettingsStore
 from tests.helpers.providers import plaintext_keyring
 
 pytestmark = pytest.mark.asyncio
 
-UPSTREAM_VARIABLES = (
-    *(v for variables in KEY_VARIABLES.values() for v in variables),
-    "LLM_PROVIDER",
-    "MODEL_NAME",
-    "MODEL_TEMPERATURE",
-    "MAX_OUTPUT_TOKENS",
-    "SYSTEM_PROMPT",
-)
 DOTENV_KEY = "sk-test-openai-key-from-dotenv-7a2c"
 
 FirstRun = Callable[[SettingsStore, KeyStore, Path], Awaitable[list[str]]]

@@ -10,7 +10,6 @@ import socket
 from pathlib import Path
 
 import httpx
-import keyring
 import pytest
 from keyring.errors import PasswordDeleteError
 from PySide6.QtCore import QUrl
@@ -30,15 +29,6 @@ from tests.helpers.sources import ScriptedSource
 pytestmark = pytest.mark.timeout(180)
 
 TOKEN = "remote-token-0123456789"
-
-
-@pytest.fixture
-def default_keyring(secret_service):
-    """The real Secret Service as the keyring the app's KeyStore() finds."""
-    previous = keyring.get_keyring()
-    keyring.set_keyring(secret_service)
-    yield secret_service
-    keyring.set_keyring(previous)
 
 
 def forget(backend, *entries: str) -> None:

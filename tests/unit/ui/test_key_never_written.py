@@ -15,24 +15,12 @@ import json
 import secrets
 from pathlib import Path
 
-import keyring
-import pytest
-
 from mangaba_desktop.core import events, export
 from mangaba_desktop.core.context.transfer import export_to_file
 from mangaba_desktop.core.providers.secrets import KeyStore
 from tests.helpers.app import running_app, until
 from tests.helpers.openai_server import OpenAIServer
 from tests.helpers.providers import configure, local_provider
-
-
-@pytest.fixture
-def default_keyring(secret_service):
-    """Make the real Secret Service the backend the app's KeyStore() finds."""
-    previous = keyring.get_keyring()
-    keyring.set_keyring(secret_service)
-    yield secret_service
-    keyring.set_keyring(previous)
 
 
 def test_a_configured_key_is_used_but_never_written_anywhere(loop, tmp_path, default_keyring):
