@@ -280,6 +280,20 @@ _AGENT_NETWORK = """
         );
 """
 
+# A caller that keeps several threads with one agent (an A2A context id each) gets a
+# conversation per thread.
+_AGENT_THREADS = """
+        CREATE TABLE agent_threads (
+            source TEXT NOT NULL,
+            target TEXT NOT NULL,
+            thread TEXT NOT NULL,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (source, target, thread)
+        );
+        CREATE INDEX ix_agent_threads_conversation ON agent_threads(conversation_id);
+"""
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "conversations and messages", _CONVERSATIONS_AND_MESSAGES),
@@ -289,6 +303,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "message ids never reused", _MESSAGE_IDS_NEVER_REUSED),
     Migration(6, "tokens, cost and provider per reply", _REPLY_ACCOUNTING),
     Migration(7, "the agent network: messages and links", _AGENT_NETWORK),
+    Migration(8, "a conversation per caller thread", _AGENT_THREADS),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -212,3 +212,16 @@ class AgentLink(SQLModel, table=True):
     conversation_id: int | None = Field(
         default=None, foreign_key="conversations.id", ondelete="SET NULL"
     )
+
+
+class AgentThread(SQLModel, table=True):
+    """The conversation of one thread (an A2A context id) in which ``source`` asks
+    ``target``."""
+
+    __tablename__ = "agent_threads"
+
+    source: str = Field(primary_key=True)
+    target: str = Field(primary_key=True)
+    thread: str = Field(primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id", ondelete="CASCADE")
+    created_at: float
