@@ -1,18 +1,22 @@
-"""A2A round trips over loopback: the app's server against a bare a2a-sdk echo server, plus the
-in-process hub request/response.
+"""A2A round trips over loopback: the app's server against a bare a2a-sdk echo server, the same
+chat turn with and without A2A, and the in-process hub request/response.
 
 Both servers run in this process, on uvicorn in this loop, on 127.0.0.1 sockets made the same
 way, and are driven by the same a2a-sdk client (non-streaming SendMessage over one keep-alive
-httpx client). The echo server is the baseline: Task, working, artifact, completed, nothing
-else. The app's path adds, per request: the caller node and a hub request (stored in SQLite,
-queued, delivered, answered, stored again), the chat pipeline (the user message and the reply
-written to SQLite, context retrieval, the persona prompt), and the model, here a ScriptedSource
-that answers at once.
+httpx client, continuing one A2A context as a client in a conversation does). Four paths:
+
+- ``echo``: a bare a2a-sdk server whose executor echoes (Task, working, artifact, completed).
+- ``app_echo``: the app's A2A server (guard, card routes, task store, caller node, a hub request
+  kept in SQLite) to an agent whose hub handler echoes: the protocol layer the app adds.
+  Goal: p50 <= 1.2 x echo.
+- ``app_chat``: the same server to an app agent answering through the whole chat pipeline (the
+  question and the reply stored, context retrieval, the persona prompt, the turn remembered)
+  with an instant scripted model.
+- ``local_chat``: that same chat turn asked in-process over the hub, without A2A: the
+  difference ``app_chat - local_chat`` is what A2A adds to a chat turn.
 
     python tests/benchmarks/bench_a2a.py            # 300 round trips each
     python tests/benchmarks/bench_a2a.py --quick    # 60
-
-Goal: app p50 <= 1.2 x echo p50.
 """
 
 from __future__ import annotations
@@ -112,10 +116,14 @@ async def round_trips(url: str, count: int) -> list[float]:
         card = await A2ACardResolver(http, url.rstrip("/")).get_agent_card()
         client = ClientFactory(ClientConfig(streaming=False, httpx_client=http)).create(card)
         times = []
+        context_id = uuid.uuid4().hex  # one conversation, as a client that keeps talking
         for i in range(count + 10):
             request = SendMessageRequest(
                 message=Message(
-                    role=Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=[Part(text=f"ping {i}")]
+                    role=Role.ROLE_USER,
+                    message_id=uuid.uuid4().hex,
+                    context_id=context_id,
+                    parts=[Part(text=f"ping {i}")],
                 )
             )
             started = time.perf_counter()
@@ -155,7 +163,29 @@ async def hub_round_trips(folder: Path, count: int) -> tuple[list[float], float]
     return times, per_second
 
 
+async def local_round_trips(runtime: Runtime, agent_id: str, count: int) -> list[float]:
+    """The chat turn behind an A2A request, asked over the hub from a node in this app."""
+    hub = runtime.network
+    hub.register(Node(id="bench-caller", name="Bench"), _never_asked)
+    times = []
+    for i in range(count + 10):
+        started = time.perf_counter()
+        await hub.request("bench-caller", agent_id, "chat", {"message": f"ping {i}"})
+        if i >= 10:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+async def _never_asked(message):
+    raise RuntimeError("not served")
+
+
+async def _echo(message):
+    return {"text": message.text}
+
+
 async def main(count: int, quick: bool) -> None:
+    rounds = 5
     with tempfile.TemporaryDirectory() as folder:
         runtime = await Runtime.open(Path(folder), completions=ScriptedSource(["pong"]))
         # The app's per-agent rate limit would refuse a benchmark's pace (as it should a
@@ -167,37 +197,58 @@ async def main(count: int, quick: bool) -> None:
                 update={"agent_requests_per_minute": 100_000.0, "agent_burst": 10_000}
             )
         )
+        chatting = await runtime.agents.default()
+        echoing = await runtime.agents.create("Echo", "Echoes.")
+        await asyncio.sleep(0.2)  # the app registers the new agent on the network
+        await runtime.local_agents.sync()
+        # The echo agent's hub handler answers at once: no chat turn behind it.
+        runtime.network.register(Node(id=echoing.id, name="Echo"), _echo)
         app_server = A2AServer(runtime)
         await app_server.start()
+        samples: dict[str, list[float]] = {"echo": [], "app_echo": [], "app_chat": []}
+        samples["local_chat"] = []
         try:
             async with echo_server() as echo_url:
-                # Interleave the two, so that neither gets a quieter moment of the machine.
-                app, echo = [], []
-                for _ in range(5):
-                    log(f"round: app then echo, {count // 5} each")
-                    app += await round_trips(app_server.url, count // 5)
-                    echo += await round_trips(echo_url, count // 5)
+                # Interleaved, so that none gets a quieter moment of the machine.
+                for _ in range(rounds):
+                    log(f"round: echo, app echo, app chat, local chat; {count // rounds} each")
+                    samples["echo"] += await round_trips(echo_url, count // rounds)
+                    samples["app_echo"] += await round_trips(
+                        app_server.agent_url(echoing.id), count // rounds
+                    )
+                    samples["app_chat"] += await round_trips(
+                        app_server.agent_url(chatting.id), count // rounds
+                    )
+                    samples["local_chat"] += await local_round_trips(
+                        runtime, chatting.id, count // rounds
+                    )
         finally:
             await app_server.stop()
             await runtime.close()
         log("hub round trips")
         hub, per_second = await hub_round_trips(Path(folder), count)
-    app_ms, echo_ms = summary_ms(app), summary_ms(echo)
+    ms = {name: summary_ms(values) for name, values in samples.items()}
+    p50 = {name: summary["p50_ms"] for name, summary in ms.items()}
     emit(
         "a2a",
         quick=quick,
         parameters={"round_trips": count, "binding": "JSONRPC SendMessage, not streaming"},
-        app_send_message_ms=app_ms,
-        echo_send_message_ms=echo_ms,
-        ratio_p50=round(app_ms["p50_ms"] / echo_ms["p50_ms"], 2),
-        ratio_p95=round(app_ms["p95_ms"] / echo_ms["p95_ms"], 2),
-        goal_ratio=GOAL_RATIO,
+        echo_send_message_ms=ms["echo"],
+        app_echo_send_message_ms=ms["app_echo"],
+        app_chat_send_message_ms=ms["app_chat"],
+        local_chat_request_ms=ms["local_chat"],
+        protocol_ratio_p50=round(p50["app_echo"] / p50["echo"], 2),
+        protocol_ratio_p95=round(ms["app_echo"]["p95_ms"] / ms["echo"]["p95_ms"], 2),
+        goal_protocol_ratio=GOAL_RATIO,
+        a2a_added_to_a_chat_turn_p50_ms=round(p50["app_chat"] - p50["local_chat"], 2),
+        chat_turn_over_echo_p50=round(p50["app_chat"] / p50["echo"], 2),
         hub_request_ms=summary_ms(hub),
         hub_messages_per_second=round(per_second, 1),
         notes=(
-            "app = A2A server + hub request (SQLite writes for request and response) + chat "
-            "pipeline (user message and reply stored, context retrieval, prompt) + an instant "
-            "scripted model; echo = a2a-sdk alone. Same process, loop, socket setup and client."
+            "echo = a2a-sdk alone; app_echo = the app's A2A server and hub to an echoing agent "
+            "(the protocol layer); app_chat = the same to a chat turn (stored, retrieved, "
+            "prompted, remembered) with an instant model; local_chat = that turn over the hub "
+            "without A2A. Same process, loop, socket setup and client."
         ),
     )
 

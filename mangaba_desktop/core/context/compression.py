@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from sqlmodel import Session, col, select, update
+from sqlmodel import Session, col, func, select, update
 
 from ..store.models import Context, ContextType, Priority
 from .passages import MAX_CONTEXT_CHARS, digest
@@ -43,17 +43,18 @@ async def compress_session(
     are more than ``threshold``; returns the memory, or ``None`` when nothing was done."""
 
     def pick(session: Session) -> list[Context]:
-        rows = session.exec(
+        live = (
             select(Context)
             .where(Context.agent_id == agent_id)
             .where(Context.session_id == session_id)
             .where(Context.context_type == ContextType.CONVERSATION.value)
             .where(col(Context.archived).is_(False))
-            .order_by(col(Context.id))
-        ).all()
-        if len(rows) <= threshold:
+        )
+        # Counted first: this runs after every turn, and most turns have nothing to compress.
+        count = session.exec(select(func.count()).select_from(live.subquery())).one()
+        if count <= threshold:
             return []
-        older = list(rows[: len(rows) - keep_recent])
+        older = list(session.exec(live.order_by(col(Context.id)).limit(count - keep_recent)).all())
         chosen: list[Context] = []
         size = 0
         for row in older:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from .. import events
@@ -174,7 +175,7 @@ class AgentHub:
             if (source, target) in self.links:
                 continue
             self.links.add((source, target))
-            await self._store(lambda s, a=source, b=target: _insert_link(s, a, b, now))
+            await self._store(lambda s, a=source, b=target: _insert_link(s, a, b, now), wait=True)
             self.bus.publish(events.NETWORK_LINK, source=source, target=target)
 
     def linked(self, node_id: str) -> list[str]:
@@ -322,6 +323,7 @@ class AgentHub:
         """Stored messages, oldest first (the last ``limit``), optionally about one agent."""
         if self.database is None:
             return []
+        await self.flush()
 
         def job(session: Session) -> list[AgentMessageRow]:
             query = select(AgentMessageRow).order_by(col(AgentMessageRow.created_at).desc())
@@ -341,6 +343,7 @@ class AgentHub:
         """A request and what answered it, in order (for replay)."""
         if self.database is None:
             return []
+        await self.flush()
 
         def job(session: Session) -> list[AgentMessageRow]:
             query = (
@@ -384,7 +387,7 @@ class AgentHub:
     async def _enqueue(self, message: AgentMessage) -> None:
         if self._closed:
             raise NetworkError("The network is closed.")
-        await self._store(lambda s: s.add(_row_of(message)))
+        await self._store(_insert_job(message))
         self._announce(message)
         queue = self._queues[message.receiver]
         queue.put_nowait((-int(message.priority), next(self._order), message))
@@ -445,12 +448,13 @@ class AgentHub:
                 f"Expired after {message.ttl_s:g} s in the queue of "
                 f"{node.name if node else node_id} before it was handled."
             )
-            await self._update(message)
             if message.type == MessageType.REQUEST:
                 await self._answer(message, message.failure(message.error))
+            else:
+                await self._update(message)
             return
         message.status = MessageStatus.DELIVERED
-        await self._update(message)
+        self._announce(message)  # stored with its outcome: one write less per message
         if message.id not in self._waiting and message.type == MessageType.REQUEST:
             return  # its caller gave up while it was being marked delivered
         self.set_status(node_id, NodeStatus.WORKING)
@@ -475,16 +479,18 @@ class AgentHub:
             if node is not None:
                 node.failed += 1
             message.status, message.error = MessageStatus.FAILED, text
-            await self._update(message)
             if message.type == MessageType.REQUEST:
                 await self._answer(message, message.failure(text))
+            else:
+                await self._update(message)
         else:
             if node is not None:
                 node.handled += 1
             message.status = MessageStatus.DONE
-            await self._update(message)
             if message.type == MessageType.REQUEST:
                 await self._answer(message, message.reply(content or {}))
+            else:
+                await self._update(message)
         finally:
             self._handling.pop(message.id, None)
             if not working.done():
@@ -493,9 +499,17 @@ class AgentHub:
                 self.set_status(node_id, NodeStatus.IDLE)
 
     async def _answer(self, request: AgentMessage, answer: AgentMessage) -> None:
+        """Store the request's outcome and its answer together, then deliver the answer."""
         waiting = self._waiting.get(request.id)
         answer.status = MessageStatus.DONE if waiting is not None else MessageStatus.TIMED_OUT
-        await self._store(lambda s: s.add(_row_of(answer)))
+        outcome, stored = _update_job(request), _insert_job(answer)
+
+        def job(session: Session) -> None:
+            outcome(session)
+            stored(session)
+
+        await self._store(job, wait=True)
+        self._announce(request)
         self._announce(answer)
         if waiting is not None and not waiting.done():
             waiting.set_result(answer)
@@ -509,24 +523,34 @@ class AgentHub:
             waiting.set_exception(RequestFailed(text, message))
 
     async def _update(self, message: AgentMessage) -> None:
-        finished = time.time() if message.status != MessageStatus.DELIVERED else None
-
-        def job(session: Session) -> None:
-            row = session.get(AgentMessageRow, message.id)
-            if row is not None:
-                row.status, row.error, row.finished_at = message.status, message.error, finished
-                session.add(row)
-
-        await self._store(job)
+        await self._store(_update_job(message))
         self._announce(message)
 
     def _announce(self, message: AgentMessage) -> None:
         # A copy: the message changes status later, and listeners batch what they receive.
         self.bus.publish(events.NETWORK_MESSAGE, message=dataclasses.replace(message))
 
-    async def _store(self, job: Callable[[Session], Any]) -> None:
-        if self.database is not None:
+    async def _store(self, job: Callable[[Session], Any], *, wait: bool = False) -> None:
+        """Queue a write; wait for it only when asked. The one writer thread runs writes in
+        the order they were queued, so a message's row is stored before its status changes,
+        and waiting for an answer's row means the whole exchange is on disk: a request waits
+        for the disk once, not at every step."""
+        if self.database is None:
+            return
+        if wait:
             await self.database.write(job)
+        else:
+            self.database.write_soon(job).add_done_callback(_log_failed_write)
+
+    async def flush(self) -> None:
+        """Wait until every message queued so far is on disk."""
+        if self.database is not None:
+            await self.database.write(lambda _s: None)
+
+
+def _log_failed_write(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a network message could not be stored: %s", future.exception())
 
 
 def _insert_link(session: Session, source: str, target: str, now: float) -> None:
@@ -534,22 +558,61 @@ def _insert_link(session: Session, source: str, target: str, now: float) -> None
         session.add(AgentLink(source=source, target=target, created_at=now))
 
 
-def _row_of(message: AgentMessage) -> AgentMessageRow:
-    return AgentMessageRow(
-        id=message.id,
-        type=message.type,
-        sender=message.sender,
-        receiver=message.receiver,
-        action=message.action,
-        content=json.dumps(message.content, ensure_ascii=False, default=str),
-        created_at=message.timestamp,
-        priority=int(message.priority),
-        ttl_s=message.ttl_s,
-        correlation_id=message.correlation_id,
-        tags=json.dumps(message.tags),
-        status=message.status,
-        error=message.error,
-    )
+# Built once: the hub writes two or three rows per request, and building a statement costs
+# more than running it.
+_TABLE: Any = AgentMessageRow.__table__
+_INSERT = _TABLE.insert()
+_UPDATE_STATUS = (
+    _TABLE.update()
+    .where(_TABLE.c.id == bindparam("message_id"))
+    .values(status=bindparam("status"), error=bindparam("error"), finished_at=bindparam("finished"))
+)
+
+
+def _update_job(message: AgentMessage) -> Callable[[Session], None]:
+    """The write of a message's status as it is now."""
+    finished = time.time() if message.status != MessageStatus.DELIVERED else None
+    message_id, status, error = message.id, message.status, message.error
+
+    def job(session: Session) -> None:
+        session.connection().execute(
+            _UPDATE_STATUS,
+            {"message_id": message_id, "status": status, "error": error, "finished": finished},
+        )
+
+    return job
+
+
+def _insert_job(message: AgentMessage) -> Callable[[Session], None]:
+    """The write of a new message (a plain INSERT: every request makes two, so the ORM's
+    bookkeeping is left out)."""
+    values = _values_of(message)
+
+    def job(session: Session) -> None:
+        session.connection().execute(_INSERT, values)
+
+    return job
+
+
+def _values_of(message: AgentMessage) -> dict[str, Any]:
+    """A message's row as plain values (a table model instance costs more to build than the
+    INSERT costs to run)."""
+    return {
+        "id": message.id,
+        "type": str(message.type),
+        "sender": message.sender,
+        "receiver": message.receiver,
+        "action": message.action,
+        "content": json.dumps(message.content, ensure_ascii=False, default=str),
+        "created_at": message.timestamp,
+        "priority": int(message.priority),
+        "ttl_s": message.ttl_s,
+        "correlation_id": message.correlation_id,
+        "tags": json.dumps(message.tags),
+        "status": str(message.status),
+        "error": message.error,
+        "finished_at": None,
+    }
 
 
 def _message_of(row: AgentMessageRow) -> AgentMessage:

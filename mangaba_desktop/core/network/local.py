@@ -21,7 +21,7 @@ from ..chat import ChatService
 from ..context.store import ContextStore
 from ..events import EventBus
 from ..store import Agent, AgentStore, ConversationStore, MessageStatus
-from ..store.models import AgentLink, ContextType, Priority
+from ..store.models import AgentLink, AgentThread, ContextType, Priority
 from .hub import AgentHub, NetworkError, Node
 from .messages import AgentMessage, MessageType
 
@@ -65,28 +65,44 @@ class LocalAgents:
         self.chat = chat
         self.contexts = contexts
         self.bus = bus
-        self._unsubscribe = None
+        self._unsubscribe: list[Any] = []
         self._sync: asyncio.Task[None] | None = None
+        self._agents: dict[str, Agent] = {}
+        """The app's agents as last read (kept current by ``agents.changed``)."""
+        self._conversations: dict[tuple[str, str, str | None], int] = {}
+        """The conversation of each asker, agent and thread, once known."""
 
     async def start(self) -> None:
         await self.hub.load_links()
         await self.sync()
-        self._unsubscribe = self.bus.subscribe(events.AGENTS_CHANGED, self._on_agents_changed)
+        self._unsubscribe = [
+            self.bus.subscribe(events.AGENTS_CHANGED, self._on_agents_changed),
+            self.bus.subscribe(events.CONVERSATION_DELETED, self._on_conversation_deleted),
+        ]
 
     async def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
         if self._sync is not None:
             self._sync.cancel()
             await asyncio.gather(self._sync, return_exceptions=True)
 
     def _on_agents_changed(self, _name: str, _payload: dict[str, Any]) -> None:
+        self._agents.clear()  # read again when next asked, not as they were
         self._sync = asyncio.ensure_future(self.sync())
+
+    def _on_conversation_deleted(self, _name: str, payload: dict[str, Any]) -> None:
+        gone = payload.get("conversation_id")
+        for key, conversation_id in list(self._conversations.items()):
+            if conversation_id == gone:
+                del self._conversations[key]
 
     async def sync(self) -> None:
         """Register every agent of the app (again, with its current name and tags) and
         remove the ones that were deleted."""
         agents = await self.agents.list()
+        self._agents = {agent.id: agent for agent in agents}
         for agent in agents:
             self.hub.register(node_of(agent), self._handler(agent.id))
         present = {agent.id for agent in agents}
@@ -101,7 +117,7 @@ class LocalAgents:
         return handle
 
     async def serve(self, agent_id: str, message: AgentMessage) -> dict[str, Any] | None:
-        agent = await self.agents.get(agent_id)
+        agent = self._agents.get(agent_id) or await self.agents.get(agent_id)
         if agent is None:
             raise NetworkError("This agent was deleted.")
         if message.type in (MessageType.BROADCAST, MessageType.NOTIFICATION):
@@ -114,7 +130,9 @@ class LocalAgents:
         if action == "get_context":
             return {"text": await self.contexts.summary(agent.id, None)}
         text = request_text(action, message.content, agent)
-        return await self._answer(agent, message.sender, text, message.id)
+        thread = message.content.get("thread")
+        thread = str(thread)[:200] if thread else None
+        return await self._answer(agent, message.sender, text, message.id, thread)
 
     async def _remember(self, agent: Agent, message: AgentMessage) -> None:
         sender = self.hub.nodes.get(message.sender)
@@ -129,9 +147,9 @@ class LocalAgents:
         )
 
     async def _answer(
-        self, agent: Agent, sender_id: str, text: str, request_id: str
+        self, agent: Agent, sender_id: str, text: str, request_id: str, thread: str | None
     ) -> dict[str, Any]:
-        conversation_id = await self._conversation_with(sender_id, agent)
+        conversation_id = await self._conversation_with(sender_id, agent, thread)
 
         def on_delta(_name: str, payload: dict[str, Any]) -> None:
             if payload.get("conversation_id") == conversation_id:
@@ -163,27 +181,59 @@ class LocalAgents:
             "model": reply.model,
         }
 
-    async def _conversation_with(self, sender_id: str, agent: Agent) -> int:
-        """The conversation in which ``sender`` asks ``agent`` (made on first use)."""
-        link = await self.conversations.db.read(lambda s: s.get(AgentLink, (sender_id, agent.id)))
-        known = link.conversation_id if link is not None else None
-        if known is not None and await self.conversations.get(known) is not None:
+    async def _conversation_with(self, sender_id: str, agent: Agent, thread: str | None) -> int:
+        """The conversation in which ``sender`` asks ``agent`` (made on first use): one per
+        thread when the asker names threads (an A2A context id), else one in all."""
+        key = (sender_id, agent.id, thread)
+        known = self._conversations.get(key)  # forgotten when the conversation is deleted
+        if known is not None:
             return known
+        known = await self.conversations.db.read(lambda s: _stored_conversation(s, *key))
+        if known is None or await self.conversations.get(known) is None:
+            known = await self._start_conversation(sender_id, agent, thread)
+        self._conversations[key] = known
+        return known
+
+    async def _start_conversation(self, sender_id: str, agent: Agent, thread: str | None) -> int:
         sender = self.hub.nodes.get(sender_id)
         title = f"{sender.name if sender else sender_id} asks {agent.name}"
+        if thread:
+            title += f" · {thread[:8]}"
         conversation = await self.conversations.create(title, agent_id=agent.id)
         assert conversation.id is not None
         conversation_id = conversation.id
 
         def job(session: Session) -> None:
+            now = time.time()
+            if thread:
+                session.merge(
+                    AgentThread(
+                        source=sender_id,
+                        target=agent.id,
+                        thread=thread,
+                        conversation_id=conversation_id,
+                        created_at=now,
+                    )
+                )
+                return
             row = session.get(AgentLink, (sender_id, agent.id))
             if row is None:
-                row = AgentLink(source=sender_id, target=agent.id, created_at=time.time())
+                row = AgentLink(source=sender_id, target=agent.id, created_at=now)
             row.conversation_id = conversation_id
             session.add(row)
 
         await self.conversations.db.write(job)
         return conversation_id
+
+
+def _stored_conversation(
+    session: Session, sender_id: str, agent_id: str, thread: str | None
+) -> int | None:
+    if thread:
+        row = session.get(AgentThread, (sender_id, agent_id, thread))
+        return row.conversation_id if row is not None else None
+    link = session.get(AgentLink, (sender_id, agent_id))
+    return link.conversation_id if link is not None else None
 
 
 def node_of(agent: Agent) -> Node:
