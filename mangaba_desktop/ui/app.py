@@ -163,13 +163,24 @@ class Application:
             self.spawn(self._share(settings))
 
     async def _reconnect(self, url: str, keys: Any) -> None:
-        from ..core.network import NetworkError
-        from .agent_network.remote import reconnect
+        from .agent_network.remote import reconnect_until_reachable
 
-        try:
-            await reconnect(self.runtime, keys, url)
-        except NetworkError as exc:
-            self.window.show_status(f"Remote agent {url} could not be reached: {exc}", 15000)
+        runtime = self.runtime
+        assert runtime is not None and runtime.settings is not None
+        store = runtime.settings
+
+        def failed(reason: str) -> None:
+            self.window.show_status(
+                f"Remote agent {url} could not be reached ({reason}); it is tried again.", 15000
+            )
+
+        await reconnect_until_reachable(
+            runtime,
+            keys,
+            url,
+            wanted=lambda: url in store.settings.remote_agents,
+            on_failure=failed,
+        )
 
     async def _share(self, settings: Any) -> None:
         assert self.window.sharing is not None

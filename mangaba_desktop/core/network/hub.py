@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 MAX_BROADCAST_CHARS = 16_000
 """What a receiver can keep as one memory."""
 
+KEEP_MESSAGES_DAYS = 30.0
+KEEP_MESSAGES = 200_000
+"""How much of the network's history is kept (pruned at each start)."""
+
 DEFAULT_TIMEOUT_S = 120.0
 """How long a request waits for its answer (a local model can take a while)."""
 
@@ -357,6 +361,54 @@ class AgentHub:
             return list(session.exec(query).all())
 
         return [_message_of(row) for row in await self.database.read(job)]
+
+    async def prune(
+        self, *, older_than_days: float = KEEP_MESSAGES_DAYS, keep_at_most: int = KEEP_MESSAGES
+    ) -> int:
+        """Delete the finished messages older than ``older_than_days``, and the oldest beyond
+        ``keep_at_most``; returns how many went. Messages still queued or being handled stay."""
+        if self.database is None:
+            return 0
+        cutoff = time.time() - older_than_days * 86400
+
+        def job(session: Session) -> int:
+            table = _TABLE
+            open_states = [MessageStatus.QUEUED.value, MessageStatus.DELIVERED.value]
+            finished = table.c.status.not_in(open_states)
+            removed = (
+                session.connection()
+                .execute(table.delete().where(finished).where(table.c.created_at < cutoff))
+                .rowcount
+            )
+            newest = (
+                select(table.c.created_at)
+                .order_by(table.c.created_at.desc())
+                .offset(keep_at_most)
+                .limit(1)
+                .scalar_subquery()
+            )
+            removed += (
+                session.connection()
+                .execute(table.delete().where(finished).where(table.c.created_at <= newest))
+                .rowcount
+            )
+            return int(removed)
+
+        return await self.database.write(job)
+
+    async def forget(self, node_id: str) -> None:
+        """Drop a deleted agent's links (its messages stay, for the timeline)."""
+        self.links = {link for link in self.links if node_id not in link}
+        if self.database is None:
+            return
+
+        def job(session: Session) -> None:
+            table: Any = AgentLink.__table__
+            session.connection().execute(
+                table.delete().where((table.c.source == node_id) | (table.c.target == node_id))
+            )
+
+        await self._store(job, wait=True)
 
     async def close(self) -> None:
         """Stop the workers; requests still waiting fail with a message saying why."""

@@ -73,6 +73,9 @@ class LocalAgents:
         """The conversation of each asker, agent and thread, once known."""
 
     async def start(self) -> None:
+        pruned = await self.hub.prune()
+        if pruned:
+            log.info("pruned %d old network messages", pruned)
         await self.hub.load_links()
         await self.sync()
         self._unsubscribe = [
@@ -109,6 +112,7 @@ class LocalAgents:
         for node in list(self.hub.nodes.values()):
             if node.location == "this app" and node.id not in present:
                 await self.hub.unregister(node.id)
+                await self.hub.forget(node.id)
 
     def _handler(self, agent_id: str) -> Any:
         async def handle(message: AgentMessage) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ import contextlib
 import html
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from PySide6.QtWidgets import (
     QDialog,
@@ -19,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.network import NetworkError, Node
+from ...core.network import NetworkError, Node, NodeKind, NodeStatus
 from ...core.network.a2a_client import RemoteAgentInfo, add_remote_agent, resolve_card
 from ...core.providers.secrets import InsecureKeyring, InvalidKey
 from ...core.settings import InvalidSettings, SettingsStore
@@ -40,6 +41,67 @@ async def reconnect(runtime: Any, keys: Any, url: str) -> Node:
     """
     token = await asyncio.to_thread(keys.get, token_id(url)) if keys is not None else None
     return await add_remote_agent(runtime, url, token=token)
+
+
+RETRY_DELAYS_S = (15.0, 30.0, 60.0, 120.0, 300.0)
+"""How long to wait before each new try of a remote agent that could not be reached (the
+last repeats)."""
+
+
+async def reconnect_until_reachable(
+    runtime: Any,
+    keys: Any,
+    url: str,
+    *,
+    wanted: Callable[[], bool],
+    delays: tuple[float, ...] | None = None,
+    on_failure: Callable[[str], None] | None = None,
+) -> Node | None:
+    """Bring the remote agent at ``url`` back; while it cannot be reached, it is drawn as an
+    offline node (asking it fails at once, saying so) and tried again after each of
+    ``delays`` (:data:`RETRY_DELAYS_S` by default; the last repeats) for as long as
+    ``wanted()`` (the user has not removed it). Returns its node once reached, None when no
+    longer wanted."""
+    hub = runtime.network
+    delays = delays or RETRY_DELAYS_S
+    waiting_id = f"a2a:{url}"
+    attempt = 0
+    while wanted():
+        try:
+            node = await reconnect(runtime, keys, url)
+        except NetworkError as exc:
+            if on_failure is not None and attempt == 0:
+                on_failure(str(exc))
+            if waiting_id not in hub.nodes:
+                hub.register(_unreachable(url, waiting_id, str(exc)), _offline(url))
+                hub.set_status(waiting_id, NodeStatus.OFFLINE)
+            await asyncio.sleep(delays[min(attempt, len(delays) - 1)])
+            attempt += 1
+            continue
+        if node.id != waiting_id and waiting_id in hub.nodes:
+            await hub.unregister(waiting_id)
+        return node
+    if waiting_id in hub.nodes:
+        await hub.unregister(waiting_id)
+    return None
+
+
+def _unreachable(url: str, node_id: str, reason: str) -> Node:
+    host = urlsplit(url).netloc or url
+    return Node(
+        id=node_id,
+        name=f"{host} (unreachable)",
+        kind=NodeKind.REMOTE,
+        location=url,
+        status=NodeStatus.OFFLINE,
+    )
+
+
+def _offline(url: str) -> Callable[[Any], Awaitable[Any]]:
+    async def refuse(_message: Any) -> Any:
+        raise NetworkError(f"The agent at {url} cannot be reached yet; it is tried again.")
+
+    return refuse
 
 
 async def add_remote(

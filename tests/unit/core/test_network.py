@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,55 @@ async def test_links_are_kept_for_the_next_start(database, bus):
     await again.load_links()
     assert again.links == {("ana", "bruno"), ("bruno", "ana")}
     await again.close()
+
+
+async def test_old_messages_are_pruned_but_unfinished_ones_stay(hub, db_path):
+    join(hub, "ana")
+    join(hub, "bruno")
+    for i in range(5):
+        await hub.request("ana", "bruno", "chat", {"message": f"m{i}"})
+    month_ago = time.time() - 40 * 86400
+    with sqlite3.connect(db_path) as db:
+        # Two exchanges from long ago, one of them never finished (the app stopped).
+        db.execute(
+            "UPDATE agent_messages SET created_at = ? WHERE rowid IN "
+            "(SELECT rowid FROM agent_messages ORDER BY created_at LIMIT 4)",
+            (month_ago,),
+        )
+        db.execute(
+            "UPDATE agent_messages SET status = 'queued' WHERE rowid = "
+            "(SELECT rowid FROM agent_messages ORDER BY created_at LIMIT 1)"
+        )
+
+    assert await hub.prune() == 3
+    left = rows(db_path, "SELECT status FROM agent_messages")
+    assert len(left) == 7 and ("queued",) in left
+
+    # Beyond the size cap, the oldest finished go first.
+    assert await hub.prune(keep_at_most=4) == 2
+    assert len(rows(db_path, "SELECT id FROM agent_messages")) == 5
+
+
+async def test_a_deleted_agent_loses_its_links_but_its_messages_stay(tmp_path):
+    runtime = await Runtime.open(tmp_path, completions=ScriptedSource(["ok"]))
+    try:
+        ana = MangabaAgent(agent_name="Ana", runtime=runtime)
+        bruno = MangabaAgent(agent_name="Bruno", runtime=runtime)
+        await ana.connect_to(bruno)
+        await ana.send_agent_request(bruno, "chat", {"message": "olá"})
+        bruno_id = bruno.agent_id
+
+        await runtime.agents.delete(bruno_id)
+        async with asyncio.timeout(10):
+            while bruno_id in runtime.network.nodes:
+                await asyncio.sleep(0.01)
+
+        assert runtime.network.links == set()
+        db_path = tmp_path / "mangaba.sqlite3"
+        assert rows(db_path, "SELECT * FROM agent_links") == []
+        assert len(rows(db_path, "SELECT id FROM agent_messages")) == 2
+    finally:
+        await runtime.close()
 
 
 async def test_events_tell_the_network_pane_what_happens(hub, bus):

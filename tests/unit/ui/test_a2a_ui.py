@@ -15,11 +15,12 @@ from keyring.errors import PasswordDeleteError
 from PySide6.QtCore import QUrl
 
 from mangaba_desktop.core.agent import Runtime
-from mangaba_desktop.core.network import NodeKind
+from mangaba_desktop.core.network import AgentOffline, NodeKind, NodeStatus
 from mangaba_desktop.core.network.a2a_server import TOKEN_ID, A2AServer
 from mangaba_desktop.core.providers.secrets import SERVICE
 from mangaba_desktop.core.settings import SettingsStore
 from mangaba_desktop.ui.agent_network import NetworkPane
+from mangaba_desktop.ui.agent_network import remote as remote_module
 from mangaba_desktop.ui.agent_network.remote import token_id
 from tests.helpers.app import Running, running_app, until
 from tests.helpers.openai_server import free_port
@@ -137,9 +138,15 @@ def test_a_remote_agent_is_added_by_url_comes_back_after_a_restart_and_can_be_re
     loop.run_until_complete(scenario())
 
 
-def test_an_unreachable_remote_agent_is_a_status_message_not_a_failed_start(loop, data_dir):
-    url = f"http://127.0.0.1:{free_port()}/"
+def test_an_unreachable_remote_agent_is_drawn_offline_and_tried_again_until_it_answers(
+    loop, tmp_path, data_dir, monkeypatch
+):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
     configure(data_dir, remote_agents=[url])
+    monkeypatch.setattr(remote_module, "RETRY_DELAYS_S", (0.3,))
+    remote_dir = tmp_path / "remote"
+    remote_dir.mkdir()
 
     async def scenario() -> None:
         async with running_app(data_dir) as app:
@@ -147,7 +154,32 @@ def test_an_unreachable_remote_agent_is_a_status_message_not_a_failed_start(loop
             await until(
                 lambda: f"Remote agent {url} could not be reached" in status.currentMessage()
             )
-            assert remote_nodes(network_pane(app)) == []
+            assert "tried again" in status.currentMessage()
+            pane = network_pane(app)
+            # Drawn, offline: asking it is an error at once, saying so.
+            await until(lambda: len(remote_nodes(pane)) == 1)
+            [waiting] = remote_nodes(pane)
+            assert waiting.status == NodeStatus.OFFLINE and waiting.location == url
+            await until(lambda: waiting.id in pane.graph.nodes)
+            runtime = app.application.runtime
+            local = await runtime.agents.default()
+            await until(lambda: local.id in runtime.network.nodes)
+            with pytest.raises(AgentOffline, match="offline"):
+                await runtime.network.request(local.id, waiting.id, "chat", {"message": "Oi"})
+
+            # The agent comes up later: it joins the network in place of the offline node.
+            remote = await Runtime.open(remote_dir, completions=ScriptedSource(["Bom ", "dia!"]))
+            server = A2AServer(remote, port=port)
+            await server.start()
+            try:
+                await until(lambda: [n.status for n in remote_nodes(pane)] == [NodeStatus.IDLE], 10)
+                [node] = remote_nodes(pane)
+                reply = await runtime.network.request(local.id, node.id, "chat", {"message": "Oi"})
+                assert reply.text == "Bom dia!"
+                await until(lambda: waiting.id not in pane.graph.nodes or waiting.id == node.id)
+            finally:
+                await server.stop()
+                await remote.close()
         assert SettingsStore(data_dir).settings.remote_agents == [url]
 
     loop.run_until_complete(scenario())
