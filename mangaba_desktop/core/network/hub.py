@@ -61,6 +61,8 @@ class NodeKind(StrEnum):
     """An agent of this app."""
     REMOTE = "remote"
     """An A2A agent elsewhere, reached by URL."""
+    MODEL = "model"
+    """A model endpoint the agents ask (drawn, never sent network messages)."""
 
 
 @dataclass

@@ -275,6 +275,34 @@ class ConversationStore:
 
         return await self.db.read(job)
 
+    async def recent_models(self, limit: int = 1000) -> list[tuple[str, str, str | None]]:
+        """Which agent asked which model (and provider) in the last ``limit`` replies, most
+        recent first, each pair once."""
+
+        def job(session: Session) -> list[tuple[str, str, str | None]]:
+            latest = (
+                select(Message.id, Message.conversation_id, Message.model, Message.provider)
+                .where(Message.role == Role.ASSISTANT)
+                .where(col(Message.model).is_not(None))
+                .where(col(Message.provider).is_not(None))
+                .where(Message.model != COMMAND_MODEL)  # the app's own answers (/help)
+                .order_by(col(Message.id).desc())
+                .limit(limit)
+                .subquery()
+            )
+            rows = session.exec(
+                select(Conversation.agent_id, latest.c.model, latest.c.provider)
+                .join(Conversation, col(Conversation.id) == latest.c.conversation_id)
+                .order_by(latest.c.id.desc())
+            ).all()
+            seen: dict[tuple[str, str], str | None] = {}
+            for agent_id, model, provider in rows:
+                if agent_id and model and (agent_id, model) not in seen:
+                    seen[(agent_id, model)] = provider
+            return [(agent, model, provider) for (agent, model), provider in seen.items()]
+
+        return await self.db.read(job)
+
     async def queued(self) -> list[Message]:
         """Replies waiting for their model to be reachable, oldest first."""
 

@@ -12,11 +12,19 @@ from ...core.events import EventBus
 FLUSH_INTERVAL_MS = 50
 """Events reach the pane at most this often: a burst of messages is one repaint, not hundreds."""
 
-NAMES = (events.NETWORK_NODE, events.NETWORK_LINK, events.NETWORK_MESSAGE)
+NAMES = (
+    events.NETWORK_NODE,
+    events.NETWORK_LINK,
+    events.NETWORK_MESSAGE,
+    # The agents' calls to their models, drawn as model endpoints.
+    events.AI_REQUEST_STARTED,
+    events.AI_REQUEST_COMPLETED,
+)
 
 
 class NetworkEvents(QObject):
-    """Queues ``network.*`` events and hands them over in order, in one batch.
+    """Queues ``network.*`` and ``ai.request.*`` events and hands them over in order, in one
+    batch.
 
     The hub publishes from the loop thread, which under qasync is the GUI thread; the batching
     is for speed, so that 100 messages a second (four events each) cost a few flushes.

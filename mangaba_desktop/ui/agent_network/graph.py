@@ -24,6 +24,7 @@ from PySide6.QtGui import (
     QPainterPath,
     QPainterPathStroker,
     QPen,
+    QPolygonF,
     QResizeEvent,
     QWheelEvent,
 )
@@ -72,13 +73,18 @@ STATUS_BADGES = {
     NodeStatus.ERROR: "!",
     NodeStatus.OFFLINE: "×",
 }
-KIND_COLOURS = {NodeKind.LOCAL: QColor("#5c6bc0"), NodeKind.REMOTE: QColor("#00897b")}
+KIND_COLOURS = {
+    NodeKind.LOCAL: QColor("#5c6bc0"),
+    NodeKind.REMOTE: QColor("#00897b"),
+    NodeKind.MODEL: QColor("#8d6e63"),
+}
 DOT_COLOURS = {
     "request": QColor("#1e88e5"),
     "response": QColor("#43a047"),
     "error": QColor("#e53935"),
     "broadcast": QColor("#8e24aa"),
     "notification": QColor("#6d4c41"),
+    "model": QColor("#ff8f00"),
 }
 FINAL = {MessageStatus.DONE, MessageStatus.FAILED, MessageStatus.EXPIRED, MessageStatus.TIMED_OUT}
 
@@ -96,6 +102,14 @@ def edge_key(first: str, second: str) -> tuple[str, str]:
     return (first, second) if first <= second else (second, first)
 
 
+_DIAMOND = QPolygonF(
+    [
+        QPointF(0, -NODE_RADIUS - 2),
+        QPointF(NODE_RADIUS + 2, 0),
+        QPointF(0, NODE_RADIUS + 2),
+        QPointF(-NODE_RADIUS - 2, 0),
+    ]
+)
 _NODE_RECT = QRectF(-78, -NODE_RADIUS - 6, 156, NODE_RADIUS * 2 + 54)
 _NODE_SHAPE = QPainterPath()
 _NODE_SHAPE.addEllipse(QPointF(0, 0), NODE_RADIUS + 4, NODE_RADIUS + 4)
@@ -161,6 +175,8 @@ class NodeItem(QGraphicsItem):
         body = QRectF(-NODE_RADIUS, -NODE_RADIUS, NODE_RADIUS * 2, NODE_RADIUS * 2)
         if self.kind == NodeKind.REMOTE:
             painter.drawRoundedRect(body, 6, 6)
+        elif self.kind == NodeKind.MODEL:
+            painter.drawPolygon(_DIAMOND)
         else:
             painter.drawEllipse(body)
         if self.isSelected():
@@ -447,6 +463,26 @@ class NetworkGraph(QGraphicsView):
                 message.status not in FINAL,
             ),
         )
+
+    def note_call(self, call_id: str, agent: str, model: str, *, done: bool, ok: bool) -> None:
+        """A call from an agent to a model: a dot goes to the model and keeps going until the
+        call ends, then one comes back (red when it failed)."""
+        edge = self._edge(agent, model)
+        if edge is None:
+            return
+        if not edge.linked:
+            edge.linked = True
+            edge.restyle()
+        if not done:
+            edge.messages += 1
+            dot = Dot(agent, model, time.monotonic(), DOT_COLOURS["model"], True)
+            self._add_dot(f"call-{call_id}", dot)
+            return
+        going = self.dots.get(f"call-{call_id}")
+        if going is not None:
+            going.looping = False
+        colour = DOT_COLOURS["response"] if ok else DOT_COLOURS["error"]
+        self._add_dot(f"answer-{call_id}", Dot(model, agent, time.monotonic(), colour, False))
 
     def pulse(self, sender: str, receiver: str, colour: QColor | None = None) -> None:
         """One dot from ``sender`` to ``receiver`` (replay)."""

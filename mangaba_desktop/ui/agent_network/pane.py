@@ -43,6 +43,7 @@ from ...core.store import AgentStore
 from .dialogs import BroadcastDialog, ConnectDialog, RequestDialog
 from .events import NetworkEvents
 from .graph import DOT_COLOURS, STATUS_COLOURS, NetworkGraph, duration
+from .models import ModelEndpoints, is_model
 from .remote import RemoteAgentDialog, add_remote, remove_remote
 from .sharing import ShareDialog, Sharing
 from .timeline import WIDTHS, MessageRow, TimelineFilter, TimelineModel
@@ -137,6 +138,7 @@ class NetworkPane(QWidget):
         self._agent_ids: tuple[str, ...] = ()
         self._agent_labels: tuple[str, ...] = ()
         self._sized = False
+        self.models = ModelEndpoints()
         self.events = NetworkEvents(bus, self)
         self._filter_timer = QTimer(self)
         self._filter_timer.setSingleShot(True)
@@ -298,9 +300,30 @@ class NetworkPane(QWidget):
             self.graph.note_message(message, live=False)
         for node in list(self.network.nodes.values()):
             self._show_node(node)
+        await self._show_known_models()
         self._refresh_agent_filter()
         self._refresh_card()
         self.started = True
+
+    async def _show_known_models(self) -> None:
+        """The models the agents asked lately, with an edge to each agent that asked."""
+        conversations = getattr(self.runtime, "conversations", None)
+        if conversations is None:
+            return
+        try:
+            used = await conversations.recent_models()
+        except Exception:
+            log.exception("the models the agents used could not be read")
+            return
+        for agent_id, model, provider in used:
+            endpoint = self.models.known(agent_id, model, provider)
+            self._show_node(endpoint.node)
+            self._link_models(agent_id)  # or when the agent joins, if it has not yet
+
+    def _link_models(self, agent_id: str) -> None:
+        for endpoint in self.models.endpoints.values():
+            if agent_id in endpoint.agents and agent_id in self.graph.nodes:
+                self.graph.add_link(agent_id, endpoint.node.id)
 
     async def flush(self) -> None:
         """Take the last events, then stop listening (the app is stopping)."""
@@ -323,15 +346,31 @@ class NetworkPane(QWidget):
                     self._latencies.pop(node.id, None)
                     nodes_changed = True
                 else:
-                    nodes_changed |= node.id not in self.graph.nodes or (
-                        self.names.get(node.id) != node.name
-                    )
+                    joined = node.id not in self.graph.nodes
+                    nodes_changed |= joined or self.names.get(node.id) != node.name
                     self._show_node(node)
+                    if joined:
+                        self._link_models(node.id)
             elif name == events.NETWORK_LINK:
                 self.graph.add_link(payload["source"], payload["target"])
                 touched.update((payload["source"], payload["target"]))
             elif name == events.NETWORK_MESSAGE:
                 messages.append(payload["message"])
+            elif name == events.AI_REQUEST_STARTED:
+                call = self.models.started(payload)
+                if call is not None:
+                    request_id, agent_id, model_id = call
+                    nodes_changed |= model_id not in self.graph.nodes
+                    self._show_node(self.models.endpoints[model_id].node)
+                    self.graph.note_call(request_id, agent_id, model_id, done=False, ok=True)
+                    touched.update((agent_id, model_id))
+            elif name == events.AI_REQUEST_COMPLETED:
+                ended = self.models.completed(payload)
+                if ended is not None:
+                    request_id, agent_id, model_id, ok = ended
+                    self._show_node(self.models.endpoints[model_id].node)
+                    self.graph.note_call(request_id, agent_id, model_id, done=True, ok=ok)
+                    touched.update((agent_id, model_id))
         if messages:
             bottom = self.table.verticalScrollBar()
             at_bottom = bottom.value() >= bottom.maximum()
@@ -353,7 +392,10 @@ class NetworkPane(QWidget):
 
     def _show_node(self, node: Node) -> None:
         self.names[node.id] = node.name
-        p50, p95 = self.latency(node.id)
+        if node.kind == NodeKind.MODEL:
+            p50, p95 = self.models.latency(node.id)
+        else:
+            p50, p95 = self.latency(node.id)
         self.graph.set_node(node, p50, p95)
 
     def _time(self, message: AgentMessage) -> None:
@@ -403,6 +445,8 @@ class NetworkPane(QWidget):
         return html.escape(self.names.get(node_id, node_id))
 
     def _node_card(self, node_id: str) -> str:
+        if is_model(node_id):
+            return self._model_card(node_id)
         node = self.network.nodes.get(node_id)
         if node is None:
             return f"<h3>{self._name(node_id)}</h3><p>This agent has left the network.</p>"
@@ -431,7 +475,44 @@ class NetworkPane(QWidget):
             + self._messages_html(self.model.recent(node_id, limit=CARD_MESSAGES))
         )
 
+    def _model_card(self, node_id: str) -> str:
+        endpoint = self.models.endpoints.get(node_id)
+        if endpoint is None:
+            return f"<h3>{self._name(node_id)}</h3><p>No call to this model is known.</p>"
+        node = endpoint.node
+        colour = STATUS_COLOURS[node.status].name()
+        p50, p95 = self.models.latency(node_id)
+        latency = (
+            f"p50 {duration(p50)} · p95 {duration(p95)}" if p50 is not None else "no answers yet"
+        )
+        first_token = self.models.median(endpoint.first_token)
+        speed = self.models.median(endpoint.speeds)
+        asked_by = ", ".join(sorted(self._name(a) for a in endpoint.agents)) or "nobody yet"
+        return (
+            f"<h3>{html.escape(node.name)}</h3>"
+            f"<p><b>Kind:</b> model endpoint<br>"
+            f"<b>Provider:</b> {html.escape(endpoint.provider or node.location)}<br>"
+            f"<b>Status:</b> <span style='color:{colour}'>●</span> {node.status}"
+            f" · {len(endpoint.in_flight)} in flight<br>"
+            f"<b>Answered:</b> {node.handled:,} · <b>failed or waiting:</b> {node.failed:,}<br>"
+            f"<b>Latency:</b> {latency}<br>"
+            f"<b>First token (median):</b> "
+            f"{duration(first_token / 1000) if first_token is not None else '–'}<br>"
+            f"<b>Tokens/s (median):</b> {f'{speed:.1f}' if speed is not None else '–'}<br>"
+            f"<b>Cost this session:</b> ${endpoint.cost_usd:.4f}</p>"
+            f"<p><b>Asked by:</b> {asked_by}</p>"
+            "<p style='color:#607d8b'>Counts are of this session; the Performance pane keeps "
+            "the history.</p>"
+        )
+
     def _edge_card(self, first: str, second: str) -> str:
+        if is_model(first) or is_model(second):
+            agent, model = (second, first) if is_model(first) else (first, second)
+            return (
+                f"<h3>{self._name(agent)} → {self._name(model)}</h3>"
+                f"<p>{self._name(agent)} asks this model; each call pulses along this edge "
+                "while it runs.</p>"
+            )
         linked = (first, second) in self.network.links or (second, first) in self.network.links
         rows = self.model.recent(first, second, limit=CARD_MESSAGES)
         return (
@@ -459,7 +540,12 @@ class NetworkPane(QWidget):
     # -- timeline ------------------------------------------------------------------------------
 
     def _refresh_agent_filter(self) -> None:
-        agents = tuple(sorted(self.graph.nodes, key=lambda i: self.names.get(i, i).casefold()))
+        agents = tuple(
+            sorted(
+                (i for i in self.graph.nodes if not is_model(i)),
+                key=lambda i: self.names.get(i, i).casefold(),
+            )
+        )
         labels = tuple(self.names.get(i, i) for i in agents)
         if (agents, labels) == (self._agent_ids, self._agent_labels):
             return

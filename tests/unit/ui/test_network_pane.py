@@ -223,3 +223,44 @@ def test_actions_connect_request_broadcast_and_errors(loop, data_dir):
             agents_dialog.reject()
 
     loop.run_until_complete(scenario())
+
+
+def test_the_models_the_agents_ask_are_nodes_with_their_calls(loop, data_dir):
+    async def scenario():
+        async with running_app(data_dir) as app:
+            pane = network_pane(app)
+            runtime = app.application.runtime
+            [ana] = await create_agents(app, "Ana")
+            conversation = await runtime.conversations.create("Model test", agent_id=ana)
+            app.use_mock("An answer from the model.")
+
+            await runtime.chat.send(conversation.id, "Hello?")
+            model_node = "model:openai/gpt-4o-mini"
+            # The model appears, linked to the agent that asked it, and the call pulses there.
+            await until(lambda: model_node in pane.graph.nodes)
+            await runtime.chat.wait(conversation.id)
+            await until(lambda: pane.graph.nodes[model_node].handled == 1)
+            item = pane.graph.nodes[model_node]
+            assert (item.kind, item.status) == ("model", "idle")
+            assert item.p50 is not None
+            edge = pane.graph.edge(ana, model_node)
+            assert edge is not None and edge.linked and edge.messages == 1
+            assert pane.graph.pulses[(ana, model_node)] == 1
+            assert pane.graph.pulses[(model_node, ana)] == 1
+            # Not an agent: the timeline's agent filter does not offer it.
+            assert pane.agent_filter.findData(model_node) < 0
+
+            pane.show_node(model_node)
+            card = pane.card.toPlainText()
+            assert "openai/gpt-4o-mini" in card and "model endpoint" in card
+            assert "Answered: 1" in card and "Asked by: Ana" in card
+
+        # Opened again: the models asked lately are drawn at once, with their edges.
+        async with running_app(data_dir) as app:
+            pane = network_pane(app)
+            await until(lambda: pane.started)
+            assert "model:openai/gpt-4o-mini" in pane.graph.nodes
+            # Its edge as soon as the agent is on the network again.
+            await until(lambda: pane.graph.edge(ana, "model:openai/gpt-4o-mini") is not None)
+
+    loop.run_until_complete(scenario())
