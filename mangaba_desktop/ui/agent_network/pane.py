@@ -767,8 +767,21 @@ class NetworkPane(QWidget):
         name = self.names.get(receiver, receiver)
         self._say(f"Asking {name} to {action}…")
         params = {"text": text} if text.strip() else {}
+        written: list[str] = []
+
+        def progress(piece: str) -> None:
+            # The answer as it is written (a streaming agent, local or remote): the label
+            # only, the status bar gets the outcome.
+            written.append(piece)
+            so_far = " ".join("".join(written).split())
+            if len(so_far) > RESULT_CHARS:
+                so_far = "…" + so_far[-RESULT_CHARS:]
+            self.result_label.setText(f"{name} is answering: {so_far}")
+
         try:
-            answer = await self.network.request(sender, receiver, action, params)
+            answer = await self.network.request(
+                sender, receiver, action, params, on_progress=progress
+            )
         except NetworkError as exc:
             self._say(f"The request to {name} failed: {exc}", error=True)
             return None

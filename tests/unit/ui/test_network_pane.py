@@ -15,6 +15,7 @@ from mangaba_desktop.core.network import MessageType
 from mangaba_desktop.ui.agent_network import NetworkPane
 from mangaba_desktop.ui.agent_network.graph import NetworkGraph
 from tests.helpers.app import Running, running_app, until
+from tests.helpers.sources import ScriptedSource
 
 
 def network_pane(app: Running) -> NetworkPane:
@@ -262,5 +263,25 @@ def test_the_models_the_agents_ask_are_nodes_with_their_calls(loop, data_dir):
             assert "model:openai/gpt-4o-mini" in pane.graph.nodes
             # Its edge as soon as the agent is on the network again.
             await until(lambda: pane.graph.edge(ana, "model:openai/gpt-4o-mini") is not None)
+
+    loop.run_until_complete(scenario())
+
+
+def test_a_request_from_the_pane_shows_the_answer_as_it_is_written(loop, data_dir):
+    async def scenario():
+        async with running_app(data_dir) as app:
+            pane = network_pane(app)
+            ana, bruno = await create_agents(app, "Ana", "Bruno")
+            chat = app.application.chat
+            source = ScriptedSource(["Bom ", "dia, ", "Ana!"], interval=0.3)
+            chat.completions = source
+            chat.model = source.default_model
+
+            asked = asyncio.ensure_future(pane.send_request(ana, bruno, "chat", "Olá"))
+            await until(lambda: "Bruno is answering: Bom" in pane.result_label.text())
+            assert not asked.done()
+            answer = await asyncio.wait_for(asked, 30)
+            assert answer is not None and answer.text == "Bom dia, Ana!"
+            assert pane.result_label.text() == "Bruno answered: Bom dia, Ana!"
 
     loop.run_until_complete(scenario())
