@@ -66,34 +66,39 @@ class LocalAgents:
         self.contexts = contexts
         self.bus = bus
         self._unsubscribe: list[Any] = []
-        self._sync: asyncio.Task[None] | None = None
+        self._syncs: set[asyncio.Task[None]] = set()
+        self._sync_lock = asyncio.Lock()
         self._agents: dict[str, Agent] = {}
         """The app's agents as last read (kept current by ``agents.changed``)."""
         self._conversations: dict[tuple[str, str, str | None], int] = {}
         """The conversation of each asker, agent and thread, once known."""
 
     async def start(self) -> None:
+        # Listening first: an agent created while this starts is registered by the sync its
+        # event asks for, after the first one (syncs run one at a time).
+        self._unsubscribe = [
+            self.bus.subscribe(events.AGENTS_CHANGED, self._on_agents_changed),
+            self.bus.subscribe(events.CONVERSATION_DELETED, self._on_conversation_deleted),
+        ]
         pruned = await self.hub.prune()
         if pruned:
             log.info("pruned %d old network messages", pruned)
         await self.hub.load_links()
         await self.sync()
-        self._unsubscribe = [
-            self.bus.subscribe(events.AGENTS_CHANGED, self._on_agents_changed),
-            self.bus.subscribe(events.CONVERSATION_DELETED, self._on_conversation_deleted),
-        ]
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
-        if self._sync is not None:
-            self._sync.cancel()
-            await asyncio.gather(self._sync, return_exceptions=True)
+        for task in list(self._syncs):
+            task.cancel()
+        await asyncio.gather(*self._syncs, return_exceptions=True)
 
     def _on_agents_changed(self, _name: str, _payload: dict[str, Any]) -> None:
         self._agents.clear()  # read again when next asked, not as they were
-        self._sync = asyncio.ensure_future(self.sync())
+        task = asyncio.ensure_future(self.sync())
+        self._syncs.add(task)
+        task.add_done_callback(self._syncs.discard)
 
     def _on_conversation_deleted(self, _name: str, payload: dict[str, Any]) -> None:
         gone = payload.get("conversation_id")
@@ -104,6 +109,12 @@ class LocalAgents:
     async def sync(self) -> None:
         """Register every agent of the app (again, with its current name and tags) and
         remove the ones that were deleted."""
+        # One at a time: two syncs side by side could each read the agents, and the one
+        # whose read finished last with the older list would take a new agent off again.
+        async with self._sync_lock:
+            await self._sync_now()
+
+    async def _sync_now(self) -> None:
         agents = await self.agents.list()
         self._agents = {agent.id: agent for agent in agents}
         for agent in agents:
