@@ -21,14 +21,18 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from . import commands, events
+from .audit import AuditLog
 from .chat import ChatService
 from .context.store import ContextStore
 from .events import EventBus
+from .metrics import MetricsCollector
 from .network import AgentHub, NetworkError
 from .network.hub import DEFAULT_TIMEOUT_S
 from .network.local import LocalAgents
 from .outbox import Outbox
+from .plugins import PluginManager
 from .providers.completions import Completions
+from .providers.secrets import KeyStore
 from .settings import Settings, SettingsStore
 from .store import AgentStore, ConversationStore, Database, Message, MessageStatus
 from .store.agents import new_agent_id
@@ -37,6 +41,10 @@ from .store.models import Agent
 
 class Runtime:
     """The core services on one data folder: database, stores, models and the pipeline.
+
+    It owns the :class:`~mangaba_desktop.core.audit.AuditLog` (:attr:`audit`) and hands it to
+    the settings store, the models and their key store when they have none yet, so that keys,
+    key tests and settings changes are recorded; the A2A server finds it here.
 
     Args:
         database: the open database.
@@ -60,9 +68,20 @@ class Runtime:
         self.settings = settings
         self.bus = bus or EventBus()
         self.completions = completions
+        self.metrics = MetricsCollector(self.bus, database)
+        self.audit = AuditLog(database)
+        if settings is not None and settings.audit is None:
+            settings.audit = self.audit
+        if isinstance(completions, Completions):
+            if completions.audit is None:
+                completions.audit = self.audit
+            if isinstance(completions.keys, KeyStore) and completions.keys.audit is None:
+                self.audit.use_keys(completions.keys)
         self.conversations = ConversationStore(database, self.bus)
         self.agents = AgentStore(database, self.bus)
         self.contexts = ContextStore(database, self.bus)
+        self.plugins = PluginManager(self.bus, settings=settings, contexts=self.contexts)
+        """Loaded by :meth:`start` (or :meth:`PluginManager.load_installed`)."""
         self.chat = ChatService(
             self.conversations,
             completions,
@@ -70,6 +89,7 @@ class Runtime:
             agents=self.agents,
             contexts=self.contexts,
             settings=settings,
+            plugins=self.plugins,
         )
         if settings is not None:
             self.contexts.cap_per_agent = settings.settings.context_cap
@@ -81,9 +101,13 @@ class Runtime:
         )
 
     async def start(self) -> None:
-        """Start the background services: the outbox and the agents on the network."""
+        """Start the background services: the metrics, the plugins, the outbox and the agents
+        on the network; prune audit entries past their retention."""
+        await self.metrics.start()
+        await self.plugins.load_installed()
         await self.outbox.start()
         await self.local_agents.start()
+        await self.audit.prune()
 
     def _on_settings(self, settings: Settings) -> None:
         self.contexts.cap_per_agent = settings.context_cap
@@ -93,7 +117,6 @@ class Runtime:
         """Open (creating and migrating if needed) the database in ``directory`` (the user's
         data folder by default)."""
         from .paths import data_dir, database_path
-        from .providers.secrets import KeyStore
 
         folder = data_dir(directory)
         database = await asyncio.to_thread(Database, database_path(folder))
@@ -123,9 +146,11 @@ class Runtime:
         await self.network.close()
         await self.outbox.stop()
         await self.chat.shutdown()
+        await self.plugins.close()
         closer = getattr(self.completions, "close", None)
         if closer is not None:
             await closer()
+        await self.metrics.close()
         await asyncio.to_thread(self.database.close)
         if Runtime._shared is self:
             Runtime._shared = None

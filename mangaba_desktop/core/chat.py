@@ -31,6 +31,8 @@ from .context.passages import MAX_CONTEXT_CHARS, digest, split_passages
 from .context.retrieval import RetrievedContext
 from .context.store import ContextStore, insert_context, touch_contexts
 from .events import EventBus
+from .plugins import PluginManager, Request, Response, may_leave_this_computer
+from .plugins.hooks import AFTER_RESPONSE, BEFORE_REQUEST
 from .providers.completions import without_credentials
 from .ratelimit import RateLimiter
 from .settings import Settings, SettingsStore
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_INTERVAL_S = 0.5
 """How often a growing reply is written to disk (the promise to the user is once a second)."""
+
+UPKEEP_DELAY_S = 0.5
+"""How long after a turn its memory upkeep runs (turns meanwhile share one)."""
 
 
 class StreamPieceLike(Protocol):
@@ -72,12 +77,17 @@ class TurnPlan:
     """What the caller asked for this turn beyond the settings (kept for a queued resend)."""
     resend: bool = False
     """A queued reply sent again: if it stops before its first word, it stays queued."""
+    retrieval_ms: float | None = None
+    """How long the context search took; None when nothing was searched."""
+    remembered_ids: list[int] = field(default_factory=list)
+    """The contexts the turn was stored as, once it is."""
 
 
 class ChatService:
     """Runs chat turns for conversations, one reply at a time per conversation.
 
-    Events (on the bus): ``message.added``, ``message.delta`` (``message_id``,
+    Events (on the bus): ``message.added``, ``message.received`` (a user's message is
+    stored), ``message.delta`` (``message_id``,
     ``conversation_id``, ``delta``: the new piece of text), ``message.finished`` (the final
     ``message``), ``contexts.retrieved``, ``ai.request.started``, ``ai.request.completed`` and
     ``error.occurred``.
@@ -90,6 +100,7 @@ class ChatService:
         contexts: the context store; without it nothing is remembered or retrieved.
         rate_limiter: requests per agent; a generous default.
         settings: the user's settings (model parameters, system prompt, agent rate limit).
+        plugins: the plugins, which see prompts and replies and answer their own commands.
     """
 
     def __init__(
@@ -104,8 +115,10 @@ class ChatService:
         system_prompt: str | None = None,
         params: dict[str, Any] | None = None,
         settings: SettingsStore | None = None,
+        plugins: PluginManager | None = None,
     ) -> None:
         self.store = store
+        self.plugins = plugins
         self.completions = completions
         self.bus = bus
         self.agents = agents
@@ -127,6 +140,8 @@ class ChatService:
         self._starting: set[int] = set()
         """Conversations whose turn is being set up (stored, not streaming yet)."""
         self._upkeep: set[asyncio.Task[Any]] = set()
+        self._upkeep_due: set[tuple[str, str | None]] = set()
+        self._hurry = asyncio.Event()
         self._resending: set[int] = set()
         """Conversations whose streaming reply is a queued one sent again."""
         self._queued_params: dict[int, dict[str, Any]] = {}
@@ -162,10 +177,11 @@ class ChatService:
         (the store, the context search) is kept as a reply with status ``error``.
         """
         text = validate_message(text)
-        command = commands.parse(text)
+        command = self._parse(text)
         async with self._user_turn(conversation_id) as (conversation, agent):
             self._limit(agent)
-            await self.store.add_message(conversation_id, Role.USER, text)
+            question = await self.store.add_message(conversation_id, Role.USER, text)
+            self._received(question, agent)
             return await self._reply(
                 conversation, agent, command, model, use_context=use_context, params=params
             )
@@ -179,7 +195,7 @@ class ChatService:
                 raise LookupError("There is no message to answer in this conversation.")
             self._limit(agent)
             await self.store.delete_messages_from(conversation_id, last_user.id + 1)
-            command = commands.parse(last_user.content)
+            command = self._parse(last_user.content)
             return await self._reply(conversation, agent, command, model)
 
     async def edit_and_resend(
@@ -187,11 +203,12 @@ class ChatService:
     ) -> Message:
         """Replace a user message and everything after it with ``text`` and a new reply."""
         text = validate_message(text)
-        command = commands.parse(text)
+        command = self._parse(text)
         async with self._user_turn(conversation_id) as (conversation, agent):
             self._limit(agent)
             await self.store.delete_messages_from(conversation_id, message_id)
-            await self.store.add_message(conversation_id, Role.USER, text)
+            question = await self.store.add_message(conversation_id, Role.USER, text)
+            self._received(question, agent)
             return await self._reply(conversation, agent, command, model)
 
     def stop(self, conversation_id: int) -> bool:
@@ -210,9 +227,13 @@ class ChatService:
         return await asyncio.shield(task)
 
     async def wait_upkeep(self) -> None:
-        """Wait for the background upkeep (eviction, compression) started by past turns."""
-        while self._upkeep:
-            await asyncio.gather(*list(self._upkeep), return_exceptions=True)
+        """Run the upkeep (eviction, compression) due after past turns now, and wait for it."""
+        self._hurry.set()
+        try:
+            while self._upkeep:
+                await asyncio.gather(*list(self._upkeep), return_exceptions=True)
+        finally:
+            self._hurry.clear()
 
     async def shutdown(self) -> None:
         """Stop every reply and wait until each is stored as interrupted."""
@@ -266,6 +287,14 @@ class ChatService:
         self.rate_limiter.rate = settings.agent_requests_per_minute / 60.0
         self.rate_limiter.burst = settings.agent_burst
 
+    def _received(self, question: Message, agent: Agent | None) -> None:
+        self.bus.publish(
+            events.MESSAGE_RECEIVED,
+            conversation_id=question.conversation_id,
+            message_id=question.id,
+            agent_id=agent.id if agent else None,
+        )
+
     def _limit(self, agent: Agent | None) -> None:
         if agent is not None:
             self.rate_limiter.acquire(agent.id, f"The agent “{agent.name}”")
@@ -303,15 +332,19 @@ class ChatService:
     async def _answer_locally(
         self, conversation: Conversation, agent: Agent | None, command: commands.Command
     ) -> Message:
-        """/help and /context: the app answers, no model is asked."""
-        if command.name == "context":
+        """/help, /context and the plugins' commands: the app answers, no model is asked."""
+        if command.spec.plugin is not None and self.plugins is not None:
+            text = await self.plugins.run_command(command.name, command.body)
+        elif command.name == "context":
             if self.contexts is None or agent is None:
                 text = "No context store is open."
             else:
                 summary = await self.contexts.summary(agent.id, conversation.session_id)
                 text = f"What {agent.name} remembers here:\n\n{summary}"
         else:
-            text = commands.help_text()
+            text = commands.help_text(
+                self.plugins.command_specs(active_only=True) if self.plugins else None
+            )
         assert conversation.id is not None
         reply = await self.store.add_message(
             conversation.id, Role.ASSISTANT, text, model=prompts.COMMAND_MODEL
@@ -331,11 +364,13 @@ class ChatService:
         """Retrieve the contexts and build the prompt for the conversation's last message
         (the last one before ``before_id``: a queued reply answers the message before it)."""
         assert conversation.id is not None
-        history = await self.store.history(conversation.id, before_id)
+        history = self._without_plugin_commands(
+            await self.store.history(conversation.id, before_id)
+        )
         question = next((m for m in reversed(history) if m.role == Role.USER), None)
         if question is None:
             raise LookupError("There is no message to answer in this conversation.")
-        command = commands.parse(question.content)
+        command = self._parse(question.content)
         system_prompt = self.system_prompt
         if system_prompt is None and self.settings is not None:
             system_prompt = self.settings.settings.system_prompt
@@ -345,8 +380,10 @@ class ChatService:
         budget = prompts.Budget.for_window(prompts.context_window(model), len(persona))
         window = prompts.history_window(history, budget.history_chars)
         found: list[RetrievedContext] = []
+        retrieval_ms: float | None = None
         if use_context and self.contexts is not None and agent is not None:
             query = command.retrieval_text() if command else commands.unescape(question.content)
+            searching_since = time.perf_counter()
             found = await self.contexts.retrieve(
                 query,
                 agent.id,
@@ -355,6 +392,7 @@ class ChatService:
                 exclude_message_ids=[m.id for m in window if m.id is not None],
                 touch=False,
             )
+            retrieval_ms = (time.perf_counter() - searching_since) * 1000
         messages, used = prompts.build(persona, found, window, budget)
         return TurnPlan(
             request_id=uuid.uuid4().hex,
@@ -364,6 +402,7 @@ class ChatService:
             contexts=used,
             question=question,
             context_type=command.context_type if command else ContextType.CONVERSATION.value,
+            retrieval_ms=retrieval_ms,
         )
 
     def choose_model(
@@ -420,7 +459,9 @@ class ChatService:
             conversation_id=conversation.id,
             message_id=reply.id,
             agent_id=plan.agent.id if plan.agent else None,
+            model=model,
             context_ids=reply.used_context_ids,
+            retrieval_ms=plan.retrieval_ms,
         )
         task = asyncio.ensure_future(self._stream_reply(reply, model, plan))
         self._replies[conversation.id] = task
@@ -506,7 +547,8 @@ class ChatService:
             model=model,
         )
         try:
-            async for piece in self.completions.stream(model, plan.messages, **plan.params):
+            messages = await self._before_request(plan, model, reply)
+            async for piece in self.completions.stream(model, messages, **plan.params):
                 if piece.usage:
                     usage = piece.usage
                 for name in ("model", "provider", "cost", "notice"):
@@ -545,6 +587,9 @@ class ChatService:
         content = "".join(parts)
         if status == MessageStatus.COMPLETE:
             content = post_process(content)
+            # Stop after the last word: the reply is whole, kept as the model wrote it.
+            with contextlib.suppress(asyncio.CancelledError):
+                content = await self._after_response(content, plan, model, reply)
         fields: dict[str, Any] = {
             "content": content,
             "status": status,
@@ -602,7 +647,9 @@ class ChatService:
         elif error:
             self.bus.publish(events.ERROR_OCCURRED, source="chat", message=error)
         if remember and self.contexts is not None and plan.agent is not None:
-            self.contexts.notify_changed(agent_id=plan.agent.id, session_id=plan.session_id)
+            self.contexts.notify_changed(
+                added=plan.remembered_ids, agent_id=plan.agent.id, session_id=plan.session_id
+            )
             self._spawn_upkeep(plan.agent.id, plan.session_id, model, plan.params)
         return stored
 
@@ -627,8 +674,9 @@ class ChatService:
                 question = commands.unescape(plan.question.content)
                 turn = f"User: {question}\nAssistant: {fields['content']}"
                 pieces = [turn] if len(turn) <= MAX_CONTEXT_CHARS else split_passages(turn)
+                remembered = []
                 for piece in pieces:
-                    insert_context(
+                    context = insert_context(
                         session,
                         Context(
                             agent_id=agent_id,
@@ -640,9 +688,11 @@ class ChatService:
                             digest=digest(plan.context_type, piece),
                         ),
                     )
+                    remembered.append(context.id)
                 used = [c.context.id for c in plan.contexts if c.context.id is not None]
                 if used:
                     touch_contexts(session, used, now)
+            plan.remembered_ids = [i for i in remembered if i is not None]
         except SQLAlchemyError as exc:
             log.warning("the turn of reply %s was not remembered: %s", reply_id, exc)
         return stored
@@ -650,7 +700,21 @@ class ChatService:
     def _spawn_upkeep(
         self, agent_id: str, session_id: str | None, model: str, params: dict[str, Any]
     ) -> None:
-        task = asyncio.ensure_future(self._upkeep_after_turn(agent_id, session_id, model, params))
+        """Evict, index and compress a little after the turn, once for a burst of turns: a
+        busy agent (asked over the network many times a second) does its upkeep between
+        bursts, not between every question and the next."""
+        key = (agent_id, session_id)
+        if key in self._upkeep_due:
+            return
+        self._upkeep_due.add(key)
+
+        async def later() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), UPKEEP_DELAY_S)
+            self._upkeep_due.discard(key)
+            await self._upkeep_after_turn(agent_id, session_id, model, params)
+
+        task = asyncio.ensure_future(later())
         self._upkeep.add(task)
         task.add_done_callback(self._upkeep.discard)
 
@@ -694,8 +758,76 @@ class ChatService:
     ) -> str:
         """A whole reply at once, for the app's own requests (summaries)."""
         chosen = self.params if params is None else params
+        request_id = uuid.uuid4().hex
+        if self.plugins is not None and self.plugins.wants(BEFORE_REQUEST):
+            messages = await self.plugins.before_request(
+                Request(messages, model, self._remote(model), request_id, purpose="summary")
+            )
         parts = [p.text async for p in self.completions.stream(model, messages, **chosen)]
-        return post_process("".join(parts))
+        text = post_process("".join(parts))
+        if self.plugins is not None and self.plugins.wants(AFTER_RESPONSE):
+            text = await self.plugins.after_response(
+                Response(text, model, request_id, purpose="summary")
+            )
+        return text
+
+    # -- plugins -------------------------------------------------------------------------------
+
+    def _parse(self, text: str) -> commands.Command | None:
+        return commands.parse(text, self.plugins.command_specs() if self.plugins else None)
+
+    def _without_plugin_commands(self, history: list[Message]) -> list[Message]:
+        """The history without the questions plugins answered: like /help, they are no part
+        of the conversation a model reads (their answers are left out as the app's)."""
+        specs = self.plugins.command_specs() if self.plugins is not None else None
+        if not specs:
+            return history
+
+        def answered_by_a_plugin(message: Message) -> bool:
+            if message.role != Role.USER or not message.content.startswith("/"):
+                return False
+            try:
+                command = commands.parse(message.content, specs)
+            except ValueError:
+                return False
+            return command is not None and command.spec.plugin is not None
+
+        return [m for m in history if not answered_by_a_plugin(m)]
+
+    def _remote(self, model: str) -> bool:
+        return may_leave_this_computer(
+            model, self.settings.settings if self.settings is not None else None
+        )
+
+    async def _before_request(
+        self, plan: TurnPlan, model: str, reply: Message
+    ) -> list[dict[str, str]]:
+        if self.plugins is None or not self.plugins.wants(BEFORE_REQUEST):
+            return plan.messages
+        return await self.plugins.before_request(
+            Request(
+                messages=plan.messages,
+                model=model,
+                remote=self._remote(model),
+                request_id=plan.request_id,
+                conversation_id=reply.conversation_id,
+                agent_id=plan.agent.id if plan.agent else None,
+            )
+        )
+
+    async def _after_response(self, text: str, plan: TurnPlan, model: str, reply: Message) -> str:
+        if self.plugins is None or not self.plugins.wants(AFTER_RESPONSE):
+            return text
+        return await self.plugins.after_response(
+            Response(
+                text=text,
+                model=model,
+                request_id=plan.request_id,
+                conversation_id=reply.conversation_id,
+                message_id=reply.id,
+                agent_id=plan.agent.id if plan.agent else None,
+            )
+        )
 
 
 def _start_queued(session: Session, reply_id: int, fields: dict[str, Any]) -> Message:

@@ -2,12 +2,14 @@
 
 A message is stored as the user typed it (``/translate english Olá``); the prompt the model
 sees is built from it each time, so regenerating or editing a command works like any message.
-``//text`` sends ``/text`` as plain text.
+``//text`` sends ``/text`` as plain text. Plugins add commands of their own
+(:mod:`.plugins`), answered like ``/help``, without a model.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .store.models import ContextType
@@ -22,6 +24,8 @@ class CommandSpec:
     arguments: tuple[str, ...] = ()
     local: bool = False
     """Answered by the app itself, without a model."""
+    plugin: str | None = None
+    """The plugin that answers it; None for the app's own commands."""
 
 
 COMMANDS: dict[str, CommandSpec] = {
@@ -51,10 +55,12 @@ class Command:
     name: str
     arguments: dict[str, str] = field(default_factory=dict)
     body: str = ""
+    plugin_spec: CommandSpec | None = field(default=None, compare=False, repr=False)
+    """The spec of a plugin's command (the app's own are in :data:`COMMANDS`)."""
 
     @property
     def spec(self) -> CommandSpec:
-        return COMMANDS[self.name]
+        return self.plugin_spec or COMMANDS[self.name]
 
     @property
     def local(self) -> bool:
@@ -109,9 +115,10 @@ def _take_argument(rest: str) -> tuple[str, str]:
     return match.group(1), rest[match.end() :]
 
 
-def parse(text: str) -> Command | None:
+def parse(text: str, plugin_commands: Mapping[str, CommandSpec] | None = None) -> Command | None:
     """The command in ``text``, ``None`` for plain text.
 
+    ``plugin_commands`` are the plugins' commands, by name (the app's own take precedence).
     Raises :class:`InvalidMessage` for an unknown command or a command missing what it needs,
     with its usage.
     """
@@ -122,6 +129,9 @@ def parse(text: str) -> Command | None:
         return None  # "/usr/bin …", "/ 2": not a command
     name = match.group(1).lower()
     spec = COMMANDS.get(name)
+    plugin_spec = None
+    if spec is None and plugin_commands:
+        spec = plugin_spec = plugin_commands.get(name)
     if spec is None:
         raise InvalidMessage(
             f"There is no command /{name}. Type /help for the list; start with “//” to send "
@@ -149,7 +159,7 @@ def parse(text: str) -> Command | None:
     body = body.rstrip() if name in {"review", "explain"} else body.strip()
     if not spec.local and not body.strip():
         raise InvalidMessage(f"Usage: {spec.usage}")
-    return Command(name, arguments, body)
+    return Command(name, arguments, body, plugin_spec)
 
 
 def escape(text: str) -> str:
@@ -174,8 +184,13 @@ def as_typed(name: str, body: str, **arguments: str) -> str:
     return f"{head}\n{body}"
 
 
-def help_text() -> str:
+def help_text(plugin_commands: Mapping[str, CommandSpec] | None = None) -> str:
     lines = ["Commands:"]
     lines += [f"  {spec.usage} — {spec.summary}" for spec in COMMANDS.values()]
+    if plugin_commands:
+        lines.append("From plugins:")
+        lines += [
+            f"  {spec.usage} — {spec.summary} ({spec.plugin})" for spec in plugin_commands.values()
+        ]
     lines.append("Start a message with // to send text that begins with /.")
     return "\n".join(lines)

@@ -27,19 +27,31 @@ MESSAGE_UPDATED = "message.updated"
 MESSAGE_QUEUED = "message.queued"
 """A reply waits for its model to be reachable (``message``); the outbox takes it from here."""
 MESSAGES_REMOVED = "messages.removed"
+MESSAGE_RECEIVED = "message.received"
+"""A user's message is stored and goes to its agent: ``conversation_id``, ``message_id``,
+``agent_id``."""
 AI_REQUEST_STARTED = "ai.request.started"
 AI_REQUEST_COMPLETED = "ai.request.completed"
 ERROR_OCCURRED = "error.occurred"
 PROVIDER_STATUS = "provider.status"
 # Published by the agent core and the context store.
 AGENTS_CHANGED = "agents.changed"
+AGENT_CREATED = "agent.created"
+"""A new agent is stored: ``agent``."""
+CONTEXT_ADDED = "context.added"
+"""New contexts are stored: ``agent_id``, ``session_id``, ``context_type``, ``context_ids``."""
 CONTEXTS_CHANGED = "contexts.changed"
 CONTEXTS_RETRIEVED = "contexts.retrieved"
+"""A reply's contexts are chosen: ``request_id``, ``conversation_id``, ``message_id``,
+``agent_id``, ``model``, ``context_ids`` and ``retrieval_ms`` (None when nothing was searched)."""
 CONTEXTS_COMPRESSED = "contexts.compressed"
 # Published by the agent network.
 NETWORK_NODE = "network.node"
 NETWORK_MESSAGE = "network.message"
 NETWORK_LINK = "network.link"
+# Published by the plugins' host.
+PLUGIN_FAILED = "plugin.failed"
+"""A plugin failed and is off until the app restarts: ``plugin`` (its name), ``error``."""
 
 
 class EventBus:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .store import Conversation, Message
+from .store import Conversation, ConversationStore, Message
+
+if TYPE_CHECKING:
+    from .audit import AuditLog
 
 ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
 
@@ -59,3 +65,46 @@ def to_json(conversation: Conversation, messages: Sequence[Message]) -> str:
         ],
     }
     return json.dumps(document, ensure_ascii=False, indent=2)
+
+
+async def export_conversation(
+    store: ConversationStore,
+    conversation_id: int,
+    path: Path,
+    kind: str = "md",
+    *,
+    audit: AuditLog | None = None,
+    actor: str = "user",
+) -> None:
+    """Write a conversation to ``path`` as Markdown (``md``) or JSON (``json``), off the loop;
+    the export is recorded in ``audit`` when given, by ``actor``.
+
+    Raises:
+        LookupError: there is no such conversation.
+        OSError: the file could not be written.
+    """
+    target = f"conversation {conversation_id}"
+    try:
+        conversation, messages = await store.export(conversation_id)
+        render = to_markdown if kind == "md" else to_json
+        text = render(conversation, messages)
+        await asyncio.to_thread(path.write_text, text, encoding="utf-8")
+    except (OSError, LookupError) as exc:
+        if audit is not None:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            audit.record(
+                "data.exported",
+                actor=actor,
+                target=target,
+                outcome="failed",
+                detail=f"Writing {path} failed: {reason}.",
+            )
+        raise
+    if audit is not None:
+        audit.record(
+            "data.exported",
+            actor=actor,
+            target=target,
+            detail=f"{len(messages)} messages as {'Markdown' if kind == 'md' else 'JSON'} "
+            f"to {path}.",
+        )

@@ -40,7 +40,7 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"There is no agent “{args.agent}”. Agents: {known}", file=sys.stderr)
             return 2
         token = None
-        keys = KeyStore()
+        keys = KeyStore(audit=runtime.audit)
         if not is_loopback(args.host):
             token = server_token(keys)
             _print(f"{args.host} is reachable from other computers: requests need a bearer token.")
@@ -54,7 +54,7 @@ async def serve(args: argparse.Namespace) -> int:
             public_url=args.public_url,
         )
         try:
-            await server.start()
+            await server.start(actor="user")  # the person who ran ``serve``
         except (OSError, RuntimeError) as exc:
             print(f"Cannot serve {agent.name}: {exc}", file=sys.stderr)
             return 1

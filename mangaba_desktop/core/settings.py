@@ -18,8 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from .audit import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +246,13 @@ class Settings(BaseModel):
         description="URLs of remote A2A agents, added by the user (their tokens are in the "
         "keyring, never here).",
     )
+    # A new field with a default: files written before it read as "none off", and older
+    # versions of the app ignore it, so SETTINGS_VERSION stays.
+    disabled_plugins: list[str] = Field(
+        default_factory=list,
+        description="Installed plugins that are turned off (not even loaded); every other "
+        "installed plugin is on.",
+    )
     first_run_import_done: bool = False
 
     def provider(self, provider_id: str) -> Provider | None:
@@ -280,15 +291,61 @@ class Settings(BaseModel):
         return self
 
 
+def describe_changes(before: Settings, after: Settings) -> list[str]:
+    """What differs between two settings, for the audit log: the fields that changed, with the
+    new value of flags and numbers only (text may hold an address with a password in it, or a
+    prompt), and for providers which were added, removed or changed (and in which fields)."""
+    changes = []
+    for name in Settings.model_fields:
+        old, new = getattr(before, name), getattr(after, name)
+        if old == new:
+            continue
+        if name == "providers":
+            changes.append(_provider_changes(old, new))
+        elif isinstance(new, bool | int | float):
+            changes.append(f"{name} = {json.dumps(new)}")
+        else:
+            changes.append(name)
+    return changes
+
+
+def _provider_changes(before: list[Provider], after: list[Provider]) -> str:
+    old = {p.id: p for p in before}
+    new = {p.id: p for p in after}
+    parts = []
+    if added := [i for i in new if i not in old]:
+        parts.append("added " + ", ".join(added))
+    if removed := [i for i in old if i not in new]:
+        parts.append("removed " + ", ".join(removed))
+    changed = []
+    for provider_id in (i for i in new if i in old and new[i] != old[i]):
+        fields = [
+            f
+            for f in Provider.model_fields
+            if getattr(old[provider_id], f) != getattr(new[provider_id], f)
+        ]
+        changed.append(f"{provider_id} ({', '.join(fields)})")
+    if changed:
+        parts.append("changed " + ", ".join(changed))
+    if not parts:
+        parts.append("reordered")
+    return f"providers: {'; '.join(parts)}"
+
+
 class SettingsStore:
     """The settings file: read once, saved atomically, listeners told of each change.
 
     A file that cannot be read is kept aside as ``settings.json.bad`` and the defaults are
     used, with :attr:`problem` saying what happened.
+
+    Args:
+        directory: the data folder.
+        audit: where changes are recorded (the fields, never secret values).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, audit: AuditLog | None = None) -> None:
         self.path = directory / SETTINGS_NAME
+        self.audit = audit
         self.problem: str | None = None
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Settings], None]] = []
@@ -314,8 +371,12 @@ class SettingsStore:
     def subscribe(self, listener: Callable[[Settings], None]) -> None:
         self._listeners.append(listener)
 
-    def update(self, settings: Settings) -> Settings:
-        """Check, save and publish new settings. Raises :class:`InvalidSettings`."""
+    def update(self, settings: Settings, *, actor: str = "user") -> Settings:
+        """Check, save and publish new settings; a change is audited, by ``actor``.
+
+        Raises:
+            InvalidSettings: they cannot be used; nothing was saved.
+        """
         try:
             settings = Settings.model_validate(settings.model_dump()).check()
         except ValidationError as exc:
@@ -324,13 +385,28 @@ class SettingsStore:
             temporary = self.path.with_name(SETTINGS_NAME + ".tmp")
             temporary.write_text(settings.model_dump_json(indent=2), encoding="utf-8")
             os.replace(temporary, self.path)
-            self.settings = settings
+            before, self.settings = self.settings, settings
+        self._record(before, settings, actor)
         for listener in list(self._listeners):
             try:
                 listener(settings)
             except Exception:
                 log.exception("a settings listener failed")
         return settings
+
+    def _record(self, before: Settings, after: Settings, actor: str) -> None:
+        changes = describe_changes(before, after)
+        if self.audit is None or not changes:
+            return
+        fields = [
+            name for name in Settings.model_fields if getattr(before, name) != getattr(after, name)
+        ]
+        self.audit.record(
+            "settings.changed",
+            actor=actor,
+            target=", ".join(fields),
+            detail="Changed " + "; ".join(changes) + ".",
+        )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -126,13 +126,18 @@ class Application:
         self.database = await open_database(self.window, self.directory)
         if self.database is None:
             return False
-        notes = await first_run_import(settings, keys, self.directory)
         self.completions = Completions(settings=settings, keys=keys)
         self.runtime = Runtime(self.database, self.completions, self.bus, settings=settings)
+        # After the runtime: it hands the audit log to the settings and keys, so that what the
+        # first run imports is recorded.
+        notes = await first_run_import(settings, keys, self.directory)
         self.store = self.runtime.conversations
         self.chat = self.runtime.chat
         self.window.keys = keys
+        # Before any message can be sent: a redacting plugin must see the first prompt too.
+        await self.runtime.plugins.load_installed()
         interrupted = await self.store.recover_interrupted()
+        await self.runtime.metrics.start()
         await self.window.attach(self.runtime, self.spawn)
         problems = [settings.problem] if settings.problem else []
         if interrupted:
@@ -146,6 +151,7 @@ class Application:
         self.spawn(self._start_outbox())
         self.spawn(self.window.probe_local_servers())
         self.spawn(asyncio.to_thread(self.database.daily_backup))
+        self.spawn(self.runtime.audit.prune())
         self.spawn(self.runtime.contexts.cleanup_expired())
         self._start_a2a(keys)
         return True
@@ -166,7 +172,8 @@ class Application:
         from .agent_network.remote import reconnect_until_reachable
 
         runtime = self.runtime
-        assert runtime is not None and runtime.settings is not None
+        assert runtime is not None
+        assert runtime.settings is not None
         store = runtime.settings
 
         def failed(reason: str) -> None:
@@ -210,12 +217,16 @@ class Application:
             await self.runtime.outbox.stop()
         if self.chat is not None:
             await self.chat.shutdown()
+        if self.runtime is not None:
+            await self.runtime.plugins.close()
         await self.window.detach()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.completions is not None:
             await self.completions.close()
+        if self.runtime is not None:
+            await self.runtime.metrics.close()  # the current minute, before the file closes
         if self.database is not None:
             await asyncio.to_thread(self.database.close)
         log.info("%s stopped", APP_NAME)
@@ -278,16 +289,16 @@ async def first_run_import(settings: Any, keys: Any, directory: Path) -> list[st
     for provider_id, key in result.keys_from_dotenv.items():
         # One key at a time, each failure a note: a placeholder in .env must not stop the app.
         try:
-            await asyncio.to_thread(keys.set, provider_id, key)
+            await asyncio.to_thread(keys.set, provider_id, key, actor="app")
         except InvalidKey as exc:
             notes.append(f"The {provider_id} key in .env was not used: {exc}")
         except (InsecureKeyring, RuntimeError) as exc:
             try:
-                await asyncio.to_thread(keys.set, provider_id, key, session_only=True)
+                await asyncio.to_thread(keys.set, provider_id, key, session_only=True, actor="app")
                 notes.append(f"The {provider_id} key from .env is used for this run only: {exc}")
             except (InvalidKey, RuntimeError) as again:
                 notes.append(f"The {provider_id} key in .env was not used: {again}")
-    await asyncio.to_thread(settings.update, result.settings)
+    await asyncio.to_thread(settings.update, result.settings, actor="app")
     return notes
 
 

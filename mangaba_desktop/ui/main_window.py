@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
 )
 
 from .. import APP_NAME, __version__
-from .placeholder import PlaceholderPane
 
 if TYPE_CHECKING:
     from ..core.agent import Runtime
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from ..core.providers.secrets import KeyStore
     from .agent_network import NetworkPane
     from .agent_network.sharing import Sharing
+    from .charts import PerformancePane
     from .chat.pane import ChatPane
     from .context_browser import ContextPane
 
@@ -34,17 +34,10 @@ LAYOUT_VERSION = 1
 _WAITING = {
     "context": "Opening what your agents remember…",
     "network": "Opening the agent network…",
+    "performance": "Opening the performance charts…",
 }
 
-_PLACEHOLDERS = (
-    ("context", "Context", None),
-    ("network", "Agent network", None),
-    (
-        "performance",
-        "Performance",
-        "Live charts of latency, time to first token, tokens per second, errors, memory and CPU.",
-    ),
-)
+_SIDE_PANES = (("context", "Context"), ("network", "Agent network"), ("performance", "Performance"))
 
 
 class MainWindow(QMainWindow):
@@ -64,6 +57,7 @@ class MainWindow(QMainWindow):
         self.chat_pane: ChatPane | None = None
         self.context_pane: ContextPane | None = None
         self.network_pane: NetworkPane | None = None
+        self.performance_pane: PerformancePane | None = None
         self.sharing: Sharing | None = None
         """The A2A server of the app's agents, once attached."""
         self.runtime: Runtime | None = None
@@ -83,13 +77,10 @@ class MainWindow(QMainWindow):
         self.chat_dock = self._dock("chat", "Chat", loading)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.chat_dock)
         self.side_docks: list[QDockWidget] = []
-        for name, title, promise in _PLACEHOLDERS:
-            if promise is None:
-                waiting = QLabel(_WAITING[name])
-                waiting.setAlignment(Qt.AlignmentFlag.AlignCenter)
-                dock = self._dock(name, title, waiting)
-            else:
-                dock = self._dock(name, title, PlaceholderPane(title, promise))
+        for name, title in _SIDE_PANES:
+            waiting = QLabel(_WAITING[name])
+            waiting.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            dock = self._dock(name, title, waiting)
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
             if self.side_docks:
                 self.tabifyDockWidget(self.side_docks[0], dock)
@@ -162,9 +153,14 @@ class MainWindow(QMainWindow):
         )
         self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
         self.usage_action = self._action("&Usage and cost…", self._on_usage)
+        self.audit_action = self._action("&Audit log…", self._on_audit_log)
+        self.audit_action.setToolTip(
+            "Keys, sharing, requests from other computers, settings changes, exports and imports"
+        )
         self.chat_actions = [
             self.settings_action,
             self.usage_action,
+            self.audit_action,
             self.new_chat_action,
             self.search_action,
             self.export_md_action,
@@ -188,6 +184,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.import_memory_action)
         file_menu.addSeparator()
         file_menu.addAction(self.settings_action)
+        file_menu.addAction(self.audit_action)
         file_menu.addSeparator()
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
 
@@ -228,6 +225,7 @@ class MainWindow(QMainWindow):
             agents=runtime.agents,
             outbox=runtime.outbox,
             settings=runtime.settings,
+            audit=runtime.audit,
         )
         self.chat_pane.status_message.connect(self.show_status)
         self.chat_pane.reply_speed.connect(self._on_reply_speed)
@@ -242,6 +240,8 @@ class MainWindow(QMainWindow):
         from .agent_network.sharing import Sharing
 
         self.sharing = Sharing(runtime, self.keys)
+        if runtime.settings is not None:
+            runtime.settings.subscribe(self._on_sharing_settings)
         self.network_pane = NetworkPane(
             runtime.network,
             runtime.agents,
@@ -254,6 +254,18 @@ class MainWindow(QMainWindow):
         )
         self.network_pane.status_message.connect(self.show_status)
         self.side_docks[1].setWidget(self.network_pane)
+        from .charts import PerformancePane
+
+        agents = runtime.agents
+
+        async def agent_names() -> dict[str, str]:
+            return {agent.id: agent.name for agent in await agents.list()}
+
+        self.performance_pane = PerformancePane(
+            runtime.metrics, runtime.bus, spawn, agent_names=agent_names
+        )
+        self.performance_pane.status_message.connect(self.show_status)
+        self.side_docks[2].setWidget(self.performance_pane)
         for action in self.chat_actions:
             action.setEnabled(True)
         self._on_streaming_changed(False)
@@ -264,6 +276,7 @@ class MainWindow(QMainWindow):
         await self.chat_pane.start()
         await self.context_pane.start()
         await self.network_pane.start()
+        await self.performance_pane.start()
 
     async def detach(self) -> None:
         if self.chat_pane is not None:
@@ -272,6 +285,8 @@ class MainWindow(QMainWindow):
             await self.context_pane.flush()
         if self.network_pane is not None:
             await self.network_pane.flush()
+        if self.performance_pane is not None:
+            await self.performance_pane.flush()
         await self._close_embedder()
 
     def set_embeddings(self, enabled: bool) -> None:
@@ -406,7 +421,9 @@ class MainWindow(QMainWindow):
 
         assert self.runtime is not None
         try:
-            count = await export_to_file(self.runtime.contexts, path, **scope)
+            count = await export_to_file(
+                self.runtime.contexts, path, audit=self.runtime.audit, **scope
+            )
         except OSError as exc:
             self.show_status(f"Export failed: {exc.strerror or exc}", 0)
             return
@@ -426,7 +443,7 @@ class MainWindow(QMainWindow):
 
         assert self.runtime is not None
         try:
-            result = await import_file(self.runtime.contexts, path)
+            result = await import_file(self.runtime.contexts, path, audit=self.runtime.audit)
         except InvalidImport as exc:
             box = QMessageBox(
                 QMessageBox.Icon.Warning,
@@ -450,6 +467,15 @@ class MainWindow(QMainWindow):
             "Ctrl+K: search all chats\nCtrl+R: regenerate the last reply\nCtrl+Q: quit",
         )
 
+    def _on_sharing_settings(self, settings: Any) -> None:
+        """Sharing changed in Settings (or the Share dialog): the server follows."""
+        if self.sharing is not None and self._spawn is not None and self.sharing.differs(settings):
+            self._spawn(self._share(settings))
+
+    async def _share(self, settings: Any) -> None:
+        assert self.sharing is not None
+        self.show_status(await self.sharing.apply(settings, actor="user"), 15000)
+
     def _on_settings(self) -> None:
         if self.runtime is None or self.runtime.settings is None or self._spawn is None:
             return
@@ -464,6 +490,7 @@ class MainWindow(QMainWindow):
             self._spawn,
             self,
             found_servers=self.found_servers,
+            plugins=self.runtime.plugins,
         )
         # Saved settings rebuild the Router through the settings store; keys changed in the
         # dialog do not pass through it.
@@ -479,6 +506,15 @@ class MainWindow(QMainWindow):
         from .usage_dialog import UsageDialog
 
         dialog = UsageDialog(self.runtime.conversations, self._spawn, self)
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+
+    def _on_audit_log(self) -> None:
+        if self.runtime is None or self._spawn is None:
+            return
+        from .audit_dialog import AuditDialog
+
+        dialog = AuditDialog(self.runtime.audit, self._spawn, self)
         dialog.finished.connect(dialog.deleteLater)
         dialog.open()
 

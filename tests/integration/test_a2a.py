@@ -133,6 +133,41 @@ async def test_send_message_answers_with_an_artifact_and_completes(server, http,
     assert get_artifact_text(again.artifacts[0]) == "Bom dia!"
 
 
+async def test_each_a2a_context_of_a_caller_is_its_own_conversation(server, http, runtime):
+    client = await client_for(http, server.url, streaming=False)
+
+    async def ask(text: str, context_id: str | None = None) -> str:
+        request = user_message(text)
+        if context_id:
+            request.message.context_id = context_id
+        async for event in client.send_message(request):
+            assert event.task.status.state == TaskState.TASK_STATE_COMPLETED
+            return event.task.context_id
+        raise AssertionError("no answer")
+
+    first = await ask("a question, no context")
+    await ask("a follow-up in that context", first)
+    await ask("another question, no context")
+    await ask("in thread B", "thread-b")
+
+    async def asked(context_id: str) -> list[str]:
+        titles = {c.title: c for c in await runtime.conversations.list()}
+        conversation = titles[f"A2A client 127.0.0.1 asks Mangaba · {context_id[:8]}"]
+        history = await runtime.conversations.history(conversation.id)
+        return [m.content for m in history if m.role == "user"]
+
+    # A context the server started is continued by sending its id back (the A2A way).
+    assert await asked(first) == ["a question, no context", "a follow-up in that context"]
+    assert await asked("thread-b") == ["in thread B"]
+    assert len(await runtime.conversations.list()) == 3
+
+    # A deleted context's conversation starts again, not into the void.
+    [gone] = [c for c in await runtime.conversations.list() if c.title.endswith("thread-b")]
+    await runtime.conversations.delete(gone.id)
+    await ask("after deleting B", "thread-b")
+    assert await asked("thread-b") == ["after deleting B"]
+
+
 async def test_a_skill_named_in_the_metadata_is_what_the_agent_does(server, http, source):
     client = await client_for(http, server.url, streaming=False)
 

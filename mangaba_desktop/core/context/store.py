@@ -188,30 +188,39 @@ class ContextStore:
         tag_text = tags_json(tags)
         cleaned = [clean_content(c) for c in contents]
 
-        def job(session: Session) -> tuple[list[Context], int]:
+        def job(session: Session) -> tuple[list[Context], list[int], int]:
             now = time.time()
-            added = [
-                insert_context(
-                    session,
-                    Context(
-                        agent_id=agent_id,
-                        session_id=session_id,
-                        content=content,
-                        context_type=context_type,
-                        priority=priority,
-                        tags=tag_text,
-                        created_at=now,
-                        expires_at=expires_at,
-                        digest=digest(context_type, content),
-                    ),
+            added: list[Context] = []
+            new_ids: list[int] = []
+            for content in cleaned:
+                candidate = Context(
+                    agent_id=agent_id,
+                    session_id=session_id,
+                    content=content,
+                    context_type=context_type,
+                    priority=priority,
+                    tags=tag_text,
+                    created_at=now,
+                    expires_at=expires_at,
+                    digest=digest(context_type, content),
                 )
-                for content in cleaned
-            ]
+                stored = insert_context(session, candidate)
+                added.append(stored)
+                if stored is candidate and stored.id is not None:
+                    new_ids.append(stored.id)
             # The cap holds however contexts arrive (a big import included).
-            return added, evict_contexts(session, agent_id, cap)
+            return added, new_ids, evict_contexts(session, agent_id, cap)
 
         cap = self.cap_per_agent
-        added, evicted = await self.db.write(job)
+        added, new_ids, evicted = await self.db.write(job)
+        if new_ids:
+            self.bus.publish(
+                events.CONTEXT_ADDED,
+                agent_id=agent_id,
+                session_id=session_id,
+                context_type=context_type,
+                context_ids=new_ids,
+            )
         self.notify_changed(added=[c.id for c in added], agent_id=agent_id, evicted=evicted)
         if self.embedder is not None:
             self.index_soon(ids=[c.id for c in added if c.id is not None])

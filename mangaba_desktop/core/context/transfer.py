@@ -7,13 +7,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
 
 from ..store.models import Agent, Context
 from .passages import InvalidContext, clean_content, digest, parse_tags
 from .store import ContextStore, ImportResult, check_priority, check_type, insert_context
+
+if TYPE_CHECKING:
+    from ..audit import AuditLog
 
 FORMAT = "mangaba-contexts"
 VERSION = 1
@@ -83,15 +86,30 @@ def _export_lines(
     yield "\n]}\n"
 
 
+def _scope(agent_id: str | None, session_id: str | None) -> str:
+    if session_id is not None:
+        return f"contexts of session {session_id}"
+    if agent_id is not None:
+        return f"contexts of agent {agent_id}"
+    return "contexts"
+
+
 async def export_to_file(
     store: ContextStore,
     path: Path,
     *,
     agent_id: str | None = None,
     session_id: str | None = None,
+    audit: AuditLog | None = None,
+    actor: str = "user",
 ) -> int:
     """Write the contexts (of one agent, of one session, or all) and their agents to ``path``,
-    one context per line; returns how many contexts were written."""
+    one context per line; returns how many contexts were written. The export is recorded in
+    ``audit`` when given, by ``actor``.
+
+    Raises:
+        OSError: the file could not be written.
+    """
 
     def job(session: Session) -> int:
         written = [0]
@@ -105,7 +123,24 @@ async def export_to_file(
             partial.unlink(missing_ok=True)
         return written[0]
 
-    return await store.db.read(job)
+    target = _scope(agent_id, session_id)
+    try:
+        written = await store.db.read(job)
+    except OSError as exc:
+        if audit is not None:
+            audit.record(
+                "data.exported",
+                actor=actor,
+                target=target,
+                outcome="failed",
+                detail=f"Writing {path} failed: {exc.strerror or exc}.",
+            )
+        raise
+    if audit is not None:
+        audit.record(
+            "data.exported", actor=actor, target=target, detail=f"{written} contexts to {path}."
+        )
+    return written
 
 
 @dataclass
@@ -194,12 +229,53 @@ def parse_import(raw: bytes) -> _Parsed:
     return _Parsed(agents, contexts)
 
 
-async def import_file(store: ContextStore, path: Path) -> ImportResult:
+async def import_file(
+    store: ContextStore, path: Path, *, audit: AuditLog | None = None, actor: str = "user"
+) -> ImportResult:
     """Import an export file in one transaction: all of it, or (on any error) none of it.
 
     Contexts already present (same agent, session and text) are skipped; agents not present
-    are created, with a placeholder name if the file does not describe them.
+    are created, with a placeholder name if the file does not describe them. The import, or
+    why it was refused, is recorded in ``audit`` when given, by ``actor``.
+
+    Raises:
+        InvalidImport: the file was refused; nothing was imported.
     """
+    try:
+        result = await _import_file(store, path)
+    except InvalidImport as exc:
+        if audit is not None:
+            audit.record(
+                "data.imported",
+                actor=actor,
+                target="contexts",
+                outcome="refused",
+                detail=f"{path}: {exc}",
+            )
+        raise
+    except Exception as exc:
+        if audit is not None:
+            audit.record(
+                "data.imported",
+                actor=actor,
+                target="contexts",
+                outcome="failed",
+                detail=f"{path}: {type(exc).__name__}.",
+            )
+        raise
+    if audit is not None:
+        agents = f", {len(result.agents_added)} agents added" if result.agents_added else ""
+        audit.record(
+            "data.imported",
+            actor=actor,
+            target="contexts",
+            detail=f"{result.added} contexts added, {result.skipped} already there{agents}, "
+            f"from {path}.",
+        )
+    return result
+
+
+async def _import_file(store: ContextStore, path: Path) -> ImportResult:
     import asyncio
 
     try:

@@ -55,6 +55,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 
 from ... import __version__
+from ..audit import APP, Action, AuditLog, Outcome, RepeatedRefusals, a2a_caller
 from ..providers.secrets import InsecureKeyring, KeyStore
 from ..store import Agent
 from .hub import NetworkError, Node, NodeKind
@@ -100,10 +101,10 @@ def server_token(keys: KeyStore) -> str:
         return token
     token = secrets.token_urlsafe(32)
     try:
-        keys.set(TOKEN_ID, token)
+        keys.set(TOKEN_ID, token, actor=APP)
     except (InsecureKeyring, RuntimeError) as exc:
         log.warning("The A2A token is kept for this run only: %s", exc)
-        keys.set(TOKEN_ID, token, session_only=True)
+        keys.set(TOKEN_ID, token, session_only=True, actor=APP)
     return token
 
 
@@ -127,6 +128,8 @@ class A2AServer:
         port: the port; a free one when 0 (see :attr:`url`).
         token: the bearer token requests must carry; none needed when None.
         primary: the agent also served at the root; the default agent when None.
+        audit: where starts, stops, tasks from other computers and refused requests are
+            recorded; the runtime's (``runtime.audit``) when None.
 
     Raises:
         ValueError: a non-loopback ``host`` without a token.
@@ -142,6 +145,7 @@ class A2AServer:
         primary: str | None = None,
         only: list[str] | None = None,
         public_url: str | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ValueError(
@@ -163,6 +167,10 @@ class A2AServer:
         self._handlers: list[DefaultRequestHandler] = []
         self.cards: dict[str, AgentCard] = {}
         """The card of each served agent, by agent id."""
+        self.audit: AuditLog | None = audit or getattr(runtime, "audit", None)
+        # A client retrying with a wrong token must not flood the log: one entry per caller
+        # a minute at most, with the number refused meanwhile.
+        self._refusals = RepeatedRefusals(self.audit) if self.audit is not None else None
 
     @property
     def url(self) -> str:
@@ -183,8 +191,47 @@ class A2AServer:
     def agent_url(self, agent_id: str) -> str:
         return f"{self.url}agents/{agent_id}"
 
-    async def start(self) -> None:
-        """Listen and serve, in the running loop; returns once requests are accepted."""
+    async def start(self, *, actor: str = APP) -> None:
+        """Listen and serve, in the running loop; returns once requests are accepted.
+
+        The start (or why it failed), and listening beyond this computer, are audited as done
+        by ``actor``.
+        """
+        try:
+            await self._listen()
+        except Exception as exc:
+            where = f"{self.host}:{self.port}"
+            self._record(Action.A2A_STARTED, actor, where, Outcome.FAILED, f"Not started: {exc}")
+            raise
+        where = f"{self.host}:{self._port}"
+        access = "every request needs the bearer token" if self.token else "no token needed"
+        served = f"{len(self.cards)} agents" if len(self.cards) != 1 else "1 agent"
+        self._record(
+            Action.A2A_STARTED,
+            actor,
+            where,
+            Outcome.OK,
+            f"Serving {served} at {self.url}; {access}.",
+        )
+        if not is_loopback(self.host):
+            self._record(
+                Action.A2A_EXPOSED,
+                actor,
+                where,
+                Outcome.OK,
+                f"Listening on {self.host}: the agents are reachable from other computers, "
+                "with the bearer token.",
+            )
+
+    def _record(self, action: str, actor: str, target: str, outcome: str, detail: str) -> None:
+        if self.audit is not None:
+            self.audit.record(action, actor=actor, target=target, outcome=outcome, detail=detail)
+
+    def _on_refused(self, host: str, path: str, reason: str) -> None:
+        if self._refusals is not None:
+            self._refusals.refused(a2a_caller(host), path, reason)
+
+    async def _listen(self) -> None:
         agents: list[Agent] = await self.runtime.agents.list()
         if not agents:
             agents = [await self.runtime.agents.default()]
@@ -211,7 +258,7 @@ class A2AServer:
         routes += self._agent_routes(primary, "", self.url)
         app = Starlette(routes=routes, max_body_size=MAX_BODY_BYTES, lifespan=self._lifespan)
         config = uvicorn.Config(
-            _Guard(app, self.token, self._allowed_hosts(port)),
+            _Guard(app, self.token, self._allowed_hosts(port), self._on_refused),
             log_config=None,  # the app's logging stays as it is
             log_level="warning",
             lifespan="on",
@@ -232,8 +279,10 @@ class A2AServer:
             await self.stop()
             raise
 
-    async def stop(self) -> None:
-        """Stop accepting requests, end the running ones and close the socket."""
+    async def stop(self, *, actor: str = APP) -> None:
+        """Stop accepting requests, end the running ones and close the socket; a server that
+        was serving is audited as stopped by ``actor``."""
+        serving = self._server is not None and self._server.started
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             with contextlib.suppress(SystemExit, Exception):
@@ -242,6 +291,13 @@ class A2AServer:
         await _stop_sse_watcher()
         for node_id in [n for n in self.runtime.network.nodes if n.startswith(CALLER_PREFIX)]:
             await self.runtime.network.unregister(node_id)
+        if self._refusals is not None:
+            self._refusals.flush()
+        if serving:
+            where = f"{self.host}:{self._port}"
+            self._record(
+                Action.A2A_STOPPED, actor, where, Outcome.OK, f"Stopped serving at {self._url}."
+            )
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> Any:
@@ -257,7 +313,7 @@ class A2AServer:
             if prefix:
                 self.cards[agent.id] = card
         handler = DefaultRequestHandler(
-            agent_executor=HubExecutor(self.runtime, agent.id),
+            agent_executor=HubExecutor(self.runtime, agent.id, audit=self.audit),
             task_store=InMemoryTaskStore(),
             agent_card=card,
         )
@@ -318,12 +374,14 @@ class HubExecutor(AgentExecutor):
     """Runs an A2A task as a request on the hub to one local agent.
 
     Events: the task, working, the answer as an artifact, completed; or failed (rejected for
-    a skill the agent does not have) with the reason as the status message.
+    a skill the agent does not have) with the reason as the status message. A task from
+    another computer is audited once, when it ends, with its outcome (never its text).
     """
 
-    def __init__(self, runtime: Any, agent_id: str) -> None:
+    def __init__(self, runtime: Any, agent_id: str, *, audit: AuditLog | None = None) -> None:
         self.runtime = runtime
         self.agent_id = agent_id
+        self.audit = audit
         self._running: dict[str, tuple[asyncio.Task[Any], str]] = {}
         """The hub request of each running task, and the caller node it comes from."""
 
@@ -343,10 +401,15 @@ class HubExecutor(AgentExecutor):
             if isinstance(part, dict):
                 data.update(part)
         action, params = skill_request(context.get_user_input().strip(), data)
+        host = _client_host(context.call_context)
+        if context.message.context_id:
+            # The caller keeps this thread apart: its own conversation with the agent.
+            params["thread"] = context.message.context_id
         if action not in ACTIONS:
             known = ", ".join(ACTIONS)
             reason = f"There is no skill “{action}” here; the skills are: {known}."
             await updater.reject(updater.new_agent_message([new_text_part(reason)]))
+            self._audit_task(host, action, Outcome.REFUSED, "there is no such skill.")
             return
 
         caller = self._caller(context.call_context)
@@ -384,8 +447,10 @@ class HubExecutor(AgentExecutor):
             response = await request
         except NetworkError as exc:
             await updater.failed(updater.new_agent_message([new_text_part(str(exc))]))
+            self._audit_task(host, action, Outcome.FAILED, str(exc))
             return
         except asyncio.CancelledError:
+            self._audit_task(host, action, Outcome.FAILED, "canceled before the answer.")
             task_now = asyncio.current_task()
             if task_now is not None and task_now.cancelling():
                 raise
@@ -394,6 +459,7 @@ class HubExecutor(AgentExecutor):
             log.exception("A2A task %s failed", task.id)
             text = "The agent could not answer because of an internal error."
             await updater.failed(updater.new_agent_message([new_text_part(text)]))
+            self._audit_task(host, action, Outcome.FAILED, "an internal error.")
             return
         finally:
             self._running.pop(task.id, None)
@@ -411,6 +477,18 @@ class HubExecutor(AgentExecutor):
                 [new_text_part(response.text)], name="answer", last_chunk=True
             )
         await updater.complete()
+        self._audit_task(host, action, Outcome.OK, "answered.")
+
+    def _audit_task(self, host: str, action: str, outcome: str, detail: str) -> None:
+        """One entry per task from another computer (this computer's own are not audited)."""
+        if self.audit is not None and not is_loopback(host):
+            self.audit.record(
+                Action.A2A_REQUEST,
+                actor=a2a_caller(host),
+                target=self.agent_id,
+                outcome=outcome,
+                detail=f"Skill “{action[:80]}”: {detail}",  # the name is the caller's text
+            )
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         assert context.task_id is not None
@@ -422,13 +500,17 @@ class HubExecutor(AgentExecutor):
             request.cancel()  # the hub stops the agent's work on it, and only on it
 
     def _caller(self, call: ServerCallContext | None) -> str:
-        host = str((call.state if call else {}).get("client_host") or "unknown")
+        host = _client_host(call)
         node_id = f"{CALLER_PREFIX}{host}"
         hub = self.runtime.network
         if node_id not in hub.nodes:
             node = Node(id=node_id, name=f"A2A client {host}", kind=NodeKind.REMOTE, location=host)
             hub.register(node, _refuse)
         return node_id
+
+
+def _client_host(call: ServerCallContext | None) -> str:
+    return str((call.state if call else {}).get("client_host") or "unknown")
 
 
 async def _refuse(message: Any) -> dict[str, Any] | None:
@@ -455,12 +537,26 @@ class _EmbeddedServer(uvicorn.Server):
 
 class _Guard:
     """Refuses, before the A2A routes see them, requests without the bearer token (401) and
-    POSTs whose body is not JSON (415). Agent cards stay public."""
+    POSTs whose body is not JSON (415). Agent cards stay public. ``on_refused`` hears of each
+    request refused for its token or its Host (the caller's address, the path, why)."""
 
-    def __init__(self, app: ASGIApp, token: str | None, hosts: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        hosts: set[str] | None = None,
+        on_refused: Callable[[str, str, str], None] | None = None,
+    ) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.hosts = {h.lower().encode("latin-1") for h in hosts} if hosts else None
+        self.on_refused = on_refused
+
+    def _refused(self, scope: Scope, reason: str) -> None:
+        if self.on_refused is not None:
+            client = scope.get("client")
+            host = str(client[0]) if client else "unknown"
+            self.on_refused(host, str(scope.get("path", "")), reason)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -469,11 +565,15 @@ class _Guard:
         path: str = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
         if self.hosts is not None and headers.get("host", b"").lower() not in self.hosts:
+            self._refused(scope, "The Host header did not name this computer (421).")
             await _error(send, 421, "This server answers only on this computer's own address.")
             return
         if self.token is not None and not path.endswith(AGENT_CARD_WELL_KNOWN_PATH):
             scheme, _, given = headers.get("authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+                # Why, never what was sent: a wrong token may be another secret of the caller.
+                missing = scheme.lower() != b"bearer" or not given.strip()
+                self._refused(scope, f"{'No' if missing else 'Wrong'} bearer token (401).")
                 await _error(
                     send, 401, "A bearer token is required.", {"www-authenticate": "Bearer"}
                 )

@@ -41,6 +41,7 @@ from ..settings import (
 from .local_model import LocalModel, LocalModelError, embedded_model_path
 
 if TYPE_CHECKING:
+    from ..audit import AuditLog
     from .secrets import KeyStore
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,26 @@ def import_litellm() -> Any:
     return litellm
 
 
+_LIVE_LOCAL_PROVIDERS: list[Any] = []
+"""The local-model providers of the Completions not closed yet, newest last."""
+
+
+def _serve_local_with(litellm: Any, provider: Any, *, only_if: Any = None) -> None:
+    """Route litellm's ``local/`` models to ``provider`` (when ``only_if`` is given: only if
+    they are routed to that one now)."""
+    current = [p for p in litellm.custom_provider_map if p.get("provider") == LOCAL_PROVIDER]
+    if only_if is not None and not any(p.get("custom_handler") is only_if for p in current):
+        return
+    others = [p for p in litellm.custom_provider_map if p.get("provider") != LOCAL_PROVIDER]
+    litellm.custom_provider_map = [
+        *others,
+        {"provider": LOCAL_PROVIDER, "custom_handler": provider},
+    ]
+    from litellm.utils import custom_llm_setup
+
+    custom_llm_setup()
+
+
 class Completions:
     """Streams replies from the models in the user's settings, local or remote.
 
@@ -120,6 +141,7 @@ class Completions:
         local_model_path: the GGUF file for the embedded model; the wheel's one by default.
         settings: providers, fallbacks, timeouts, retries; defaults (local model only) if None.
         keys: where API keys are read from; no keys (local and keyless endpoints only) if None.
+        audit: where key tests are recorded (with their outcome, never the key).
     """
 
     def __init__(
@@ -128,10 +150,12 @@ class Completions:
         *,
         settings: SettingsStore | Settings | None = None,
         keys: KeyStore | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._local_model_path = local_model_path
         self._settings: SettingsStore | Settings = settings or Settings()
         self.keys = keys
+        self.audit = audit
         self.pacer = Pacer()
         self._litellm: Any = None
         self._local: Any = None
@@ -207,14 +231,8 @@ class Completions:
         from .litellm_local import LocalModelProvider
 
         self._local = LocalModelProvider(model)
-        others = [p for p in litellm.custom_provider_map if p.get("provider") != LOCAL_PROVIDER]
-        litellm.custom_provider_map = [
-            *others,
-            {"provider": LOCAL_PROVIDER, "custom_handler": self._local},
-        ]
-        from litellm.utils import custom_llm_setup
-
-        custom_llm_setup()
+        _LIVE_LOCAL_PROVIDERS.append(self._local)
+        _serve_local_with(litellm, self._local)
         return litellm
 
     async def close(self) -> None:
@@ -225,7 +243,14 @@ class Completions:
             self._router.discard()  # its callbacks leave litellm's global lists
             self._router = self._router_settings = None
         if self._local is not None:
-            await asyncio.to_thread(self._local.shutdown)
+            local = self._local
+            if local in _LIVE_LOCAL_PROVIDERS:
+                _LIVE_LOCAL_PROVIDERS.remove(local)
+            if self._litellm is not None and _LIVE_LOCAL_PROVIDERS:
+                # litellm's provider map is global: another Completions still open (a test,
+                # an embedding caller) must not be left routed to this one, closed.
+                _serve_local_with(self._litellm, _LIVE_LOCAL_PROVIDERS[-1], only_if=local)
+            await asyncio.to_thread(local.shutdown)
 
     # -- the router ----------------------------------------------------------------------------
 
@@ -494,8 +519,31 @@ class Completions:
 
     # -- keys ----------------------------------------------------------------------------------
 
-    async def test_key(self, provider: Provider, key: str | None) -> KeyCheck:
-        """One minimal real request to ``provider`` with ``key`` (or its stored key)."""
+    async def test_key(
+        self, provider: Provider, key: str | None, *, actor: str = "user"
+    ) -> KeyCheck:
+        """One minimal real request to ``provider`` with ``key`` (or its stored key); the test
+        and its outcome are audited (``key.tested``), never the key."""
+        try:
+            check = await self._test_key(provider, key)
+        except Exception as exc:
+            failed = KeyCheck(False, f"The test could not run ({type(exc).__name__}).")
+            self._record_test(provider, failed, actor)
+            raise
+        self._record_test(provider, check, actor)
+        return check
+
+    def _record_test(self, provider: Provider, check: KeyCheck, actor: str) -> None:
+        if self.audit is not None:
+            self.audit.record(
+                "key.tested",
+                actor=actor,
+                target=provider.id,
+                outcome="ok" if check.ok else "failed",
+                detail=check.message,
+            )
+
+    async def _test_key(self, provider: Provider, key: str | None) -> KeyCheck:
         await self._imported()
         if key is None:
             found: list[str | None] = []

@@ -26,6 +26,15 @@ _FRAMING_TOKENS = 8
 """A generous count of the tokens a chat template wraps around each message."""
 
 
+_generating_threads: set[int] = set()
+"""Native ids of the threads that have generated with a local model (the CPU share's source)."""
+
+
+def generating_thread_ids() -> frozenset[int]:
+    """Native ids of the threads local models generate on (ids of ended threads included)."""
+    return frozenset(_generating_threads)
+
+
 class LocalModelError(RuntimeError):
     """The local model cannot run; the message is written for the user."""
 
@@ -177,6 +186,7 @@ class LocalModel:
         prompt, stop, prompt_tokens, dropped = self.fit(messages, max_tokens)
         generation.prompt_tokens = prompt_tokens
         generation.dropped_messages = dropped
+        _generating_threads.add(threading.get_native_id())
         with self._lock:
             chunks = self._llama.create_completion(
                 prompt=prompt,

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import keyring.backend
 
+    from ..audit import AuditLog
+
 log = logging.getLogger(__name__)
 
 SERVICE = "mangaba-desktop"
@@ -142,13 +144,29 @@ class KeyStore:
     Args:
         backend: the keyring to use; by default the one ``keyring`` picks for this computer,
             found on first use (importing keyring and asking D-Bus takes a moment).
+        audit: where keys added and removed are recorded (never their values); see
+            :meth:`AuditLog.use_keys <mangaba_desktop.core.audit.AuditLog.use_keys>`.
     """
 
-    def __init__(self, backend: keyring.backend.KeyringBackend | None = None) -> None:
+    def __init__(
+        self,
+        backend: keyring.backend.KeyringBackend | None = None,
+        *,
+        audit: AuditLog | None = None,
+    ) -> None:
         self._backend = backend
         self._lock = threading.RLock()
         self._session: dict[str, str] = {}
         self._seen: set[str] = set()
+        self.audit: AuditLog | None = None
+        if audit is not None:
+            audit.use_keys(self)
+
+    def _record(self, action: str, provider_id: str, outcome: str, detail: str, actor: str) -> None:
+        if self.audit is not None:
+            self.audit.record(
+                action, actor=actor, target=provider_id, outcome=outcome, detail=detail
+            )
 
     def _keyring(self) -> Any:
         with self._lock:
@@ -214,44 +232,56 @@ class KeyStore:
         found = self._lookup(provider_id, env_var)
         return found[1] if found else None
 
-    def set(self, provider_id: str, key: str, *, session_only: bool = False) -> KeySource:
-        """Save a provider's key.
+    def set(
+        self, provider_id: str, key: str, *, session_only: bool = False, actor: str = "user"
+    ) -> KeySource:
+        """Save a provider's key; the attempt is audited (``key.added``), never the key.
 
         Args:
             provider_id: the provider the key belongs to.
             key: the key as pasted; surrounding whitespace is dropped.
             session_only: keep it in memory for this run instead of the keyring.
+            actor: who saves it, for the audit log (``user``, or ``app`` at start-up).
 
         Raises:
             InvalidKey: the text cannot be a key.
             InsecureKeyring: the keyring would not keep it safe; nothing was saved.
             RuntimeError: the keyring failed; the message never holds the key.
         """
-        key = _check_key(key)
+        try:
+            key = _check_key(key)
+        except InvalidKey as refused:
+            self._record("key.added", provider_id, "refused", str(refused), actor)
+            raise
         self._remember(key)
         if session_only:
             with self._lock:
                 self._session[provider_id] = key
+            self._record("key.added", provider_id, "ok", "Kept in memory for this run only.", actor)
             return KeySource.SESSION
         target = self._write_target()
         info = _describe(target)
         if not info.secure:
+            self._record("key.added", provider_id, "refused", info.description, actor)
             raise InsecureKeyring(f"{info.description} {_INSECURE_HELP}")
         try:
             target.set_password(SERVICE, provider_id, key)
         except Exception as error:
             reason = _reason(error, [key])
             log.warning("Could not save the key of %s in %s (%s)", provider_id, info.name, reason)
+            self._record("key.added", provider_id, "failed", reason, actor)
             raise RuntimeError(
                 f"The key could not be saved in {info.description} ({reason})."
             ) from None
         with self._lock:
             # The saved key takes over from one given for this run only.
             self._session.pop(provider_id, None)
+        self._record("key.added", provider_id, "ok", f"Saved in {info.description}.", actor)
         return KeySource.KEYRING
 
-    def delete(self, provider_id: str) -> None:
+    def delete(self, provider_id: str, *, actor: str = "user") -> None:
         """Forget a provider's key, for this run and in the keyring. A missing key is fine.
+        The attempt is audited (``key.removed``).
 
         Raises:
             RuntimeError: the keyring failed to delete it.
@@ -259,19 +289,22 @@ class KeyStore:
         from keyring.errors import NoKeyringError, PasswordDeleteError
 
         with self._lock:
-            self._session.pop(provider_id, None)
+            had_session_key = self._session.pop(provider_id, None) is not None
             known = list(self._seen)
         backend = self._keyring()
+        detail = "Deleted from the keyring."
         try:
             backend.delete_password(SERVICE, provider_id)
         except (PasswordDeleteError, NoKeyringError):
-            pass
+            detail = "Forgotten for this run." if had_session_key else "No key was saved."
         except Exception as error:
             reason = _reason(error, known)
             log.warning("Could not delete the key of %s from the keyring (%s)", provider_id, reason)
+            self._record("key.removed", provider_id, "failed", reason, actor)
             raise RuntimeError(
                 f"The key could not be deleted from {_describe(backend).description} ({reason})."
             ) from None
+        self._record("key.removed", provider_id, "ok", detail, actor)
 
     def secrets(self) -> list[str]:
         """Every key value this process has read or set, longest first (for redaction)."""

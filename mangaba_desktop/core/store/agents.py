@@ -55,7 +55,8 @@ def _tags(tags: str | Iterable[str] | None) -> str:
 
 
 class AgentStore:
-    """Create, edit, delete and look up agents; publishes ``agents.changed``."""
+    """Create, edit, delete and look up agents; publishes ``agents.changed`` (and
+    ``agent.created``)."""
 
     def __init__(self, database: Database, bus: EventBus) -> None:
         self.db = database
@@ -113,6 +114,8 @@ class AgentStore:
             return agent
 
         stored = await self.db.write(job)
+        if stored is agent:  # not an agent that already had this id
+            self.bus.publish(events.AGENT_CREATED, agent=stored)
         self.bus.publish(events.AGENTS_CHANGED, agent=stored)
         return stored
 

@@ -219,6 +219,11 @@ class Database:
         self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="store-read")
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: queued writes after it would never run."""
+        return self._closed
+
     # -- running work -------------------------------------------------------------------------
 
     async def write(self, job: Callable[[Session], T]) -> T:

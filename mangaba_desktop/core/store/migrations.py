@@ -295,6 +295,54 @@ _AGENT_THREADS = """
 """
 
 
+# The Performance pane's history: one row a minute per metric and labels (agent, provider, model;
+# '' when a metric has none), kept for a week. The percentiles are exact for the row; the
+# histogram (JSON, log-spaced buckets) lets rows be merged into longer steps or across labels.
+_METRIC_MINUTES = """
+        CREATE TABLE metric_minutes (
+            minute INTEGER NOT NULL,
+            metric TEXT NOT NULL,
+            agent TEXT NOT NULL DEFAULT '',
+            provider TEXT NOT NULL DEFAULT '',
+            model TEXT NOT NULL DEFAULT '',
+            count INTEGER NOT NULL,
+            sum REAL NOT NULL,
+            min REAL NOT NULL,
+            max REAL NOT NULL,
+            p50 REAL NOT NULL,
+            p95 REAL NOT NULL,
+            p99 REAL NOT NULL,
+            histogram TEXT NOT NULL,
+            PRIMARY KEY (minute, metric, agent, provider, model)
+        ) WITHOUT ROWID;
+        CREATE INDEX ix_metric_minutes_metric ON metric_minutes(metric, minute);
+"""
+
+
+# Security-relevant actions, appended and never changed: an update is refused, and a delete only
+# goes through for entries older than 30 days (pruning by age), whatever the code asks.
+_AUDIT_LOG = """
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'refused', 'failed')),
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX ix_audit_log_time ON audit_log(time);
+        CREATE INDEX ix_audit_log_action ON audit_log(action, id);
+        CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log BEGIN
+            SELECT RAISE(ABORT, 'the audit log is append-only');
+        END;
+        CREATE TRIGGER audit_log_pruned_by_age_only BEFORE DELETE ON audit_log
+            WHEN old.time > (julianday('now') - 2440587.5) * 86400.0 - 30 * 86400.0 BEGIN
+            SELECT RAISE(ABORT, 'audit entries are kept for at least 30 days');
+        END;
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "conversations and messages", _CONVERSATIONS_AND_MESSAGES),
     Migration(2, "full-text search over messages", _FULL_TEXT_SEARCH),
@@ -304,6 +352,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "tokens, cost and provider per reply", _REPLY_ACCOUNTING),
     Migration(7, "the agent network: messages and links", _AGENT_NETWORK),
     Migration(8, "a conversation per caller thread", _AGENT_THREADS),
+    Migration(9, "metrics at one-minute resolution", _METRIC_MINUTES),
+    Migration(10, "audit log", _AUDIT_LOG),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

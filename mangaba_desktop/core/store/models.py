@@ -225,3 +225,48 @@ class AgentThread(SQLModel, table=True):
     thread: str = Field(primary_key=True)
     conversation_id: int = Field(foreign_key="conversations.id", ondelete="CASCADE")
     created_at: float
+
+
+class MetricMinute(SQLModel, table=True):
+    """One minute of one metric for one set of labels (``''`` for a label the metric lacks)."""
+
+    __tablename__ = "metric_minutes"
+
+    minute: int = Field(primary_key=True)
+    """Unix time of the minute's first second."""
+    metric: str = Field(primary_key=True)
+    agent: str = Field(default="", primary_key=True)
+    provider: str = Field(default="", primary_key=True)
+    model: str = Field(default="", primary_key=True)
+    count: int
+    sum: float
+    min: float
+    max: float
+    p50: float
+    p95: float
+    p99: float
+    histogram: str
+    """The values in log-spaced buckets (JSON), so that minutes and labels can be merged."""
+
+
+class AuditEntry(SQLModel, table=True):
+    """A security-relevant action: who did what to what, when, and how it ended.
+
+    Written only by :class:`mangaba_desktop.core.audit.AuditLog`, which keeps secrets out.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    time: float = Field(index=True)
+    """Unix time of the action."""
+    actor: str
+    """Who: ``user``, ``app``, ``a2a:<caller address>``, ``plugin:<name>``."""
+    action: str
+    """A short stable name, such as ``key.added``."""
+    target: str = ""
+    """What it was done to: a provider id, an address and port, a file."""
+    outcome: str
+    """``ok``, ``refused`` or ``failed``."""
+    detail: str = ""
+    """One sentence for the person reading the log."""

@@ -34,6 +34,11 @@ LOOPBACK = "127.0.0.1"
 EVERYWHERE = "0.0.0.0"
 
 
+def sharing_of(settings: Settings) -> tuple[bool, int, bool]:
+    """What of the settings decides how the agents are shared."""
+    return (settings.a2a_server, settings.a2a_port, settings.a2a_beyond_this_computer)
+
+
 class Sharing:
     """The A2A server of the app's agents, as the settings want it.
 
@@ -49,6 +54,8 @@ class Sharing:
         self.problem: str | None = None
         """Why the last :meth:`apply` could not start the server; None when it could."""
         self._lock = asyncio.Lock()
+        self._applied: tuple[bool, int, bool] | None = None
+        """The settings the server runs with (see :func:`sharing_of`); None before any."""
 
     @property
     def running(self) -> bool:
@@ -74,12 +81,17 @@ class Sharing:
         """The bearer token requests need; None when the agents are served on loopback only."""
         return self.server.token if self.server is not None else None
 
-    async def apply(self, settings: Settings) -> str:
+    async def apply(self, settings: Settings, *, actor: str = "app") -> str:
         """Stop, and start again when ``settings`` share the agents; returns what to tell the
-        user (a failure to listen is said, never raised)."""
+        user (a failure to listen is said, never raised). ``actor`` is who asked, for the
+        audit log."""
         async with self._lock:
-            await self._stop()
+            wanted = sharing_of(settings)
+            if wanted == self._applied and self.problem is None:
+                return self.describe()  # already so (the dialog and the settings both ask)
+            await self._stop(actor)
             self.problem = None
+            self._applied = wanted
             if not settings.a2a_server:
                 return "The agents are not shared."
             beyond = settings.a2a_beyond_this_computer
@@ -91,22 +103,39 @@ class Sharing:
                     port=settings.a2a_port,
                     token=token,
                 )
-                await server.start()
+                await server.start(actor=actor)
             except (OSError, RuntimeError, ValueError) as exc:
                 self.problem = f"The agents could not be shared: {exc}"
                 log.warning("%s", self.problem)
                 return self.problem
             self.server = server
-            return f"Agents shared at {server.url}"
+            return self.describe()
+
+    def describe(self) -> str:
+        """What is shared now, in a sentence."""
+        if self.server is not None:
+            return f"Agents shared at {self.server.url}"
+        return self.problem or "The agents are not shared."
+
+    def differs(self, settings: Settings) -> bool:
+        """Whether ``settings`` want the agents shared otherwise than they are."""
+        if self._applied is None:
+            return settings.a2a_server  # nothing runs: only a wish to share changes that
+        return sharing_of(settings) != self._applied
 
     async def stop(self) -> None:
         async with self._lock:
             await self._stop()
 
-    async def _stop(self) -> None:
-        server, self.server = self.server, None
-        if server is not None:
-            await server.stop()
+    async def _stop(self, actor: str = "app") -> None:
+        self._applied = None
+        server = self.server
+        if server is None:
+            return
+        try:
+            await server.stop(actor=actor)
+        finally:
+            self.server = None  # only once nothing listens: the URL shown stays true
 
 
 class ShareDialog(QDialog):
@@ -209,7 +238,7 @@ class ShareDialog(QDialog):
             except InvalidSettings as exc:
                 text = f"The settings were not saved: {exc}"
             else:
-                text = await self.sharing.apply(saved)
+                text = await self.sharing.apply(saved, actor="user")
         finally:
             # The dialog may have been closed (and deleted) while the server started.
             with contextlib.suppress(RuntimeError):

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...core import events, export
+from ...core.audit import AuditLog
 from ...core.chat import ChatService
 from ...core.events import EventBus
 from ...core.outbox import Outbox
@@ -71,11 +72,13 @@ class ChatPane(QWidget):
         agents: AgentStore | None = None,
         outbox: Outbox | None = None,
         settings: SettingsStore | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("chat-pane")
         self.chat = chat
         self.store = store
+        self.audit = audit
         self.agents = agents
         self.outbox = outbox
         self.settings = settings
@@ -745,10 +748,9 @@ class ChatPane(QWidget):
 
     async def write_export(self, conversation_id: int, kind: str, path: Path) -> None:
         try:
-            conversation, messages = await self.store.export(conversation_id)
-            render = export.to_markdown if kind == "md" else export.to_json
-            text = render(conversation, messages)
-            await asyncio.to_thread(path.write_text, text, encoding="utf-8")
+            await export.export_conversation(
+                self.store, conversation_id, path, kind, audit=self.audit
+            )
         except (OSError, LookupError) as exc:
             self.status_message.emit(f"Export failed: {exc}")
             return

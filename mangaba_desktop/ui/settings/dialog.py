@@ -1,4 +1,4 @@
-"""The Settings dialog: four tabs over one draft of the settings, saved by OK or Apply."""
+"""The Settings dialog: five tabs over one draft of the settings, saved by OK or Apply."""
 
 from __future__ import annotations
 
@@ -25,10 +25,13 @@ from .drafts import DraftError, ProviderDraft, ProviderDrafts, problem
 from .fallbacks_page import FallbacksPage
 from .keys_page import KeysPage
 from .limits_page import LimitsPage
+from .network_page import NetworkPage
+from .plugins_page import PluginsPage
 from .providers_page import ProvidersPage
 from .questions import ask
 
 if TYPE_CHECKING:
+    from ...core.plugins import PluginManager
     from ...core.providers.probe import FoundServer
     from ...core.providers.secrets import KeyStore
 
@@ -36,7 +39,8 @@ log = logging.getLogger(__name__)
 
 
 class SettingsDialog(QDialog):
-    """Providers and models, API keys, fallbacks and parameters, memory and limits.
+    """Providers and models, API keys, fallbacks and parameters, memory and limits, the agent
+    network, plugins.
 
     The settings are edited as a draft: OK and Apply check and save it, and a refused draft
     stays as typed. API keys are the exception: their buttons act at once, through the key
@@ -57,6 +61,7 @@ class SettingsDialog(QDialog):
         parent: QWidget | None = None,
         *,
         found_servers: list[FoundServer] | None = None,
+        plugins: PluginManager | None = None,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
@@ -73,11 +78,16 @@ class SettingsDialog(QDialog):
         self.keys_page = KeysPage(self.drafts, keys, completions, self.tasks)
         self.fallbacks_page = FallbacksPage(self.drafts, current)
         self.limits_page = LimitsPage(current)
+        self.network_page = NetworkPage(current)
+        self.plugins = plugins
+        self.plugins_page = PluginsPage(plugins.plugins() if plugins else [], current)
         self.tabs = QTabWidget(objectName="settings-tabs")
         self.tabs.addTab(self.providers_page, "Models && providers")
         self.tabs.addTab(self.keys_page, "API keys")
         self.tabs.addTab(self.fallbacks_page, "Fallback && parameters")
         self.tabs.addTab(self.limits_page, "Memory && limits")
+        self.tabs.addTab(self.network_page, "Agent network")
+        self.tabs.addTab(self.plugins_page, "Plugins")
 
         self.message_label = status_label("settings-message")
         self.buttons = QDialogButtonBox(
@@ -108,7 +118,13 @@ class SettingsDialog(QDialog):
 
     def state(self) -> tuple[Any, ...]:
         """What the user can change here, to tell whether anything was."""
-        return (self.drafts.state(), self.fallbacks_page.values(), self.limits_page.values())
+        return (
+            self.drafts.state(),
+            self.fallbacks_page.values(),
+            self.limits_page.values(),
+            self.network_page.values(),
+            self.plugins_page.values(),
+        )
 
     def unsaved(self) -> bool:
         return self.state() != self._saved_state or self.keys_page.has_typed_key()
@@ -120,6 +136,8 @@ class SettingsDialog(QDialog):
         values["providers"] = [p.model_dump() for p in self.drafts.providers()]
         values.update(self.fallbacks_page.values())
         values.update(self.limits_page.values())
+        values.update(self.network_page.values())
+        values.update(self.plugins_page.values())
         try:
             return Settings.model_validate(values)
         except ValidationError as exc:
@@ -165,6 +183,8 @@ class SettingsDialog(QDialog):
             # Not one of the dialog's tasks: this must finish even when the dialog closes.
             self.spawn(file_keys(self.keys, moves, deletions))
         self.drafts.mark_saved()
+        if self.plugins is not None:
+            self.plugins_page.show_plugins(self.plugins.plugins())
         self._saved_state = self.state()
         show_status(self.message_label, "Settings saved.", ok=True)
         self.saved.emit()

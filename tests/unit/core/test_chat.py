@@ -84,6 +84,7 @@ async def test_events_follow_the_turn_in_order(mocked, store, bus):
     deltas = log.payloads(events.MESSAGE_DELTA)
     assert names == [
         events.MESSAGE_ADDED,
+        events.MESSAGE_RECEIVED,
         events.MESSAGE_ADDED,
         *[events.MESSAGE_DELTA] * len(deltas),
         events.MESSAGE_FINISHED,

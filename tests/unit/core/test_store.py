@@ -376,7 +376,7 @@ def affinity(declared_type: str) -> str:
     return "NUMERIC" if declared_type else "BLOB"
 
 
-@pytest.mark.parametrize("table", ["conversations", "messages"])
+@pytest.mark.parametrize("table", ["conversations", "messages", "metric_minutes", "audit_log"])
 def test_table_classes_match_the_migrated_schema(database, db_path, table):
     """The ORM classes and the migrations describe the same columns: same names, types,
     NOT NULL, primary key and foreign keys."""

@@ -4,6 +4,7 @@ restart, removed), and the app's own agents shared over A2A from the Share dialo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -273,3 +274,58 @@ def test_a_port_in_use_is_a_status_message(loop, data_dir):
                 assert str(port) in app.window.sharing.problem
 
         loop.run_until_complete(scenario())
+
+
+def test_sharing_is_turned_on_and_off_from_the_settings(loop, data_dir, default_keyring):
+    configure(data_dir)
+    port = free_port()
+
+    async def scenario() -> None:
+        from PySide6.QtWidgets import QApplication
+
+        from mangaba_desktop.ui.settings import SettingsDialog
+
+        async with running_app(data_dir) as app:
+            window = app.window
+            sharing = window.sharing
+            assert sharing is not None and sharing.url is None
+
+            def open_dialog() -> SettingsDialog:
+                window._on_settings()
+                [dialog] = [
+                    w
+                    for w in QApplication.topLevelWidgets()
+                    if isinstance(w, SettingsDialog) and w.isVisible()
+                ]
+                return dialog
+
+            dialog = open_dialog()
+            page = dialog.network_page
+            assert not page.serve.isChecked() and not page.port.isEnabled()
+            page.serve.setChecked(True)
+            assert page.port.isEnabled()
+            page.port.setValue(port)
+            dialog.ok_button.click()
+            url = f"http://127.0.0.1:{port}/"
+            await until(lambda: sharing.url == url)
+            assert (await card_at(url))["name"] == "Mangaba"
+            await until(lambda: url in window.statusBar().currentMessage())
+            assert saved(data_dir)["a2a_server"] is True
+
+            # Another setting saved: the server is left running as it is.
+            server = sharing.server
+            dialog = open_dialog()
+            dialog.limits_page.burst_spin.setValue(9)
+            dialog.ok_button.click()
+            await asyncio.sleep(0.2)
+            assert sharing.server is server
+
+            # Off from the settings: nothing listens any more.
+            dialog = open_dialog()
+            dialog.network_page.serve.setChecked(False)
+            dialog.ok_button.click()
+            await until(lambda: sharing.url is None)
+            with pytest.raises(httpx.ConnectError):
+                await card_at(url)
+
+    loop.run_until_complete(scenario())

@@ -11,7 +11,7 @@ from mangaba_desktop.core.store import Database
 from tests.helpers.app import running_app
 
 
-def test_docks_placeholders_and_shortcuts(loop, data_dir):
+def test_docks_panes_and_shortcuts(loop, data_dir):
     async def scenario():
         async with running_app(data_dir) as app:
             window = app.window
@@ -19,8 +19,7 @@ def test_docks_placeholders_and_shortcuts(loop, data_dir):
             assert titles == ["Chat", "Context", "Agent network", "Performance"]
             assert window.side_docks[0].widget() is window.context_pane
             assert window.side_docks[1].widget() is window.network_pane
-            performance = window.side_docks[2].widget()
-            assert "Not built yet" in performance.findChild(object, "placeholder").text()
+            assert window.side_docks[2].widget() is window.performance_pane
             shortcuts = {
                 a.text().replace("&", ""): a.shortcut().toString() for a in window.chat_actions
             }
