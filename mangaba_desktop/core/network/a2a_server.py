@@ -414,9 +414,26 @@ class HubExecutor(AgentExecutor):
 
         caller = self._caller(context.call_context)
         hub = self.runtime.network
-        # The answer streams as appends to one artifact while the agent writes it.
-        pieces: asyncio.Queue[str] = asyncio.Queue()
+        # The answer streams as appends to one artifact while the agent writes it: each
+        # piece is sent after the one before it; an answer that does not stream costs nothing.
         artifact_id = uuid.uuid4().hex
+        appends: list[asyncio.Task[None]] = []
+
+        async def append(piece: str, before: asyncio.Task[None] | None) -> None:
+            if before is not None:
+                await before
+            await updater.add_artifact(
+                [new_text_part(piece)],
+                artifact_id=artifact_id,
+                name="answer",
+                append=before is not None,
+                last_chunk=False,
+            )
+
+        def progress(piece: str) -> None:
+            before = appends[-1] if appends else None
+            appends.append(asyncio.ensure_future(append(piece, before)))
+
         request = asyncio.ensure_future(
             hub.request(
                 caller,
@@ -424,27 +441,14 @@ class HubExecutor(AgentExecutor):
                 action,
                 params,
                 timeout_s=REQUEST_TIMEOUT_S,
-                on_progress=pieces.put_nowait,
+                on_progress=progress,
             )
         )
         self._running[task.id] = (request, caller)
-        streamed = False
         try:
-            while not request.done():
-                getting = asyncio.ensure_future(pieces.get())
-                await asyncio.wait({request, getting}, return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():
-                    getting.cancel()
-                    continue
-                await updater.add_artifact(
-                    [new_text_part(getting.result())],
-                    artifact_id=artifact_id,
-                    name="answer",
-                    append=streamed,
-                    last_chunk=False,
-                )
-                streamed = True
             response = await request
+            if appends:
+                await appends[-1]
         except NetworkError as exc:
             await updater.failed(updater.new_agent_message([new_text_part(str(exc))]))
             self._audit_task(host, action, Outcome.FAILED, str(exc))
@@ -463,7 +467,10 @@ class HubExecutor(AgentExecutor):
             return
         finally:
             self._running.pop(task.id, None)
-        if streamed:
+            for sending in appends:
+                if not sending.done():
+                    sending.cancel()  # the task failed or was cancelled: no more pieces
+        if appends:
             # The streamed pieces are the raw text; the final artifact is the answer as kept.
             await updater.add_artifact(
                 [new_text_part(response.text)],
