@@ -1,5 +1,6 @@
 """Command line: ``mangaba-desktop [--data-dir DIR]`` opens the app;
-``mangaba-desktop serve --agent NAME`` runs one agent as an A2A server without a window."""
+``mangaba-desktop serve --agent NAME`` runs one agent as an A2A server without a window;
+``mangaba-desktop --self-test`` checks the installation and exits."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="DIR",
         help="where history and settings live (default: the user data folder; "
         "MANGABA_DATA_DIR also sets it)",
+    )
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check this installation without a window (a temporary data folder, one turn "
+        "on the embedded model, the keyring), print a report and exit (0: it works)",
     )
     parser.add_argument(
         "--quit-after-paint",
@@ -59,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return asyncio.run(serve(parse_serve_args(arguments[1:])))
     args = parse_args(argv)
+    if args.self_test:
+        from .selftest import run as self_test
+
+        return self_test()
     from .ui.app import run
 
     return run(args)

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSocketNotifier, Qt
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
-from .. import APP_ID, APP_NAME, __version__
+from .. import APP_NAME, DESKTOP_ID, __version__
 from ..core.paths import data_dir
 
 if TYPE_CHECKING:
@@ -38,6 +39,14 @@ _PROCESS_START = time.perf_counter()
 log = logging.getLogger(__name__)
 
 
+def _app_icon() -> QIcon:
+    folder = Path(__file__).with_name("icons")
+    icon = QIcon()
+    for size in (32, 64, 256):
+        icon.addFile(str(folder / f"mangaba-desktop-{size}.png"))
+    return icon
+
+
 def _make_application() -> QApplication:
     app = QApplication.instance()
     if app is None:
@@ -49,7 +58,8 @@ def _make_application() -> QApplication:
     app.setApplicationName(APP_NAME)
     app.setApplicationVersion(__version__)
     app.setOrganizationName("Mangaba")
-    app.setDesktopFileName(APP_ID)
+    app.setDesktopFileName(DESKTOP_ID)
+    app.setWindowIcon(_app_icon())
     app.setStyle("Fusion")
     app.setQuitOnLastWindowClosed(False)  # the loop, not Qt, decides when to end
     return app

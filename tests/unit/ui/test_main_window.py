@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from PySide6.QtCore import QSize
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from mangaba_desktop import DESKTOP_ID
 from mangaba_desktop.core.paths import database_path
 from mangaba_desktop.core.store import Database
 from tests.helpers.app import running_app
@@ -20,6 +22,9 @@ def test_docks_panes_and_shortcuts(loop, data_dir):
             assert window.side_docks[0].widget() is window.context_pane
             assert window.side_docks[1].widget() is window.network_pane
             assert window.side_docks[2].widget() is window.performance_pane
+            # The icon and the desktop entry the window system matches it with.
+            assert QApplication.desktopFileName() == DESKTOP_ID
+            assert QSize(256, 256) in QApplication.windowIcon().availableSizes()
             shortcuts = {
                 a.text().replace("&", ""): a.shortcut().toString() for a in window.chat_actions
             }
