@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import APP_NAME, __version__
+from ..core import events
 
 if TYPE_CHECKING:
     from ..core.agent import Runtime
@@ -50,6 +51,8 @@ class MainWindow(QMainWindow):
 
     painted = Signal()
     closed = Signal()
+    plugin_failed = Signal(str, str)
+    """A plugin was turned off: its name and why (emitted from whichever thread noticed)."""
 
     def __init__(self, directory: Path) -> None:
         super().__init__()
@@ -270,6 +273,13 @@ class MainWindow(QMainWindow):
             action.setEnabled(True)
         self._on_streaming_changed(False)
         self._watch_network()
+        self.plugin_failed.connect(self._on_plugin_failed)
+        runtime.bus.subscribe(
+            events.PLUGIN_FAILED,
+            lambda _name, payload: self.plugin_failed.emit(
+                str(payload.get("plugin")), str(payload.get("error"))
+            ),
+        )
         if self._settings.value("memory/embeddings", False, type=bool):
             self.embeddings_action.setChecked(True)
             self.set_embeddings(True)
@@ -356,6 +366,13 @@ class MainWindow(QMainWindow):
 
     def show_status(self, text: str, timeout_ms: int = 8000) -> None:
         self.statusBar().showMessage(text, timeout_ms)
+
+    def _on_plugin_failed(self, plugin: str, error: str) -> None:
+        self.show_status(
+            f"The plugin “{plugin}” failed and is off until the app restarts: {error} "
+            "(Settings ▸ Plugins)",
+            20000,
+        )
 
     def _watch_network(self) -> None:
         from PySide6.QtNetwork import QNetworkInformation

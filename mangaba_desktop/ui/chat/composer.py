@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from PySide6.QtCore import QMimeData, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QStandardItem, QStandardItemModel, QTextCursor
 from PySide6.QtWidgets import QCompleter, QPlainTextEdit, QWidget
@@ -31,17 +33,16 @@ class Composer(QPlainTextEdit):
         self.document().setDocumentMargin(6)
         self.setMaximumBlockCount(0)
         self.setFixedHeight(96)
+        self.more_commands: Callable[[], Mapping[str, commands.CommandSpec]] | None = None
+        """The plugins' commands as they are now (read each time a command is begun)."""
+        self._listed: tuple[str, ...] = ()
         self.command_completer = self._build_completer()
         self.textChanged.connect(self._offer_commands)
 
     def _build_completer(self) -> QCompleter:
-        model = QStandardItemModel(self)
-        for spec in commands.COMMANDS.values():
-            item = QStandardItem(f"{spec.usage} — {spec.summary}")
-            item.setData(f"/{spec.name}", _COMMAND_ROLE)
-            item.setEditable(False)
-            model.appendRow(item)
-        completer = QCompleter(model, self)
+        self._commands_model = QStandardItemModel(self)
+        self._list_commands()
+        completer = QCompleter(self._commands_model, self)
         completer.setWidget(self)
         completer.setCompletionRole(_COMMAND_ROLE)
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
@@ -49,9 +50,27 @@ class Composer(QPlainTextEdit):
         completer.activated[str].connect(self.complete_command)
         return completer
 
+    def _list_commands(self) -> None:
+        """The app's commands and the active plugins' (again only when those changed)."""
+        specs = list(commands.COMMANDS.values())
+        if self.more_commands is not None:
+            specs += [s for s in self.more_commands().values() if s.name not in commands.COMMANDS]
+        listed = tuple(spec.name for spec in specs)
+        if listed == self._listed:
+            return
+        self._listed = listed
+        self._commands_model.clear()
+        for spec in specs:
+            item = QStandardItem(f"{spec.usage} — {spec.summary}")
+            item.setData(f"/{spec.name}", _COMMAND_ROLE)
+            item.setEditable(False)
+            self._commands_model.appendRow(item)
+
     def _offer_commands(self) -> None:
         """While the text is a lone ``/word``, list the commands it may become."""
         text = self.toPlainText()
+        if text == "/":
+            self._list_commands()
         completer = self.command_completer
         typing_a_command = (
             text.startswith("/")

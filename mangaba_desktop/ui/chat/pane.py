@@ -160,6 +160,9 @@ class ChatPane(QWidget):
         agent_bar.addWidget(self.model_combo, 1)
         agent_bar.addStretch(0)
         self.composer = Composer()
+        plugins = getattr(self.chat, "plugins", None)
+        if plugins is not None:
+            self.composer.more_commands = lambda: plugins.command_specs(active_only=True)
         self.notice = QLabel("")
         self.notice.setObjectName("composer-notice")
         self.notice.setWordWrap(True)

@@ -184,3 +184,51 @@ def test_finding_memories_by_meaning_embeds_them_and_stays_on_after_a_restart(lo
             assert not app.window.embeddings_action.isChecked()
 
     loop.run_until_complete(scenario())
+
+
+def test_plugin_commands_are_offered_and_a_failing_plugin_is_named_in_the_status_bar(
+    loop, data_dir
+):
+    from mangaba_desktop.core.plugins import Plugin
+
+    class Broken(Plugin):
+        name = "broken-hook"
+        version = "1.0"
+        description = "Raises before every request."
+
+        def before_request(self, request):
+            raise RuntimeError("it always breaks")
+
+    async def scenario():
+        async with running_app(data_dir) as app:
+            runtime = app.application.runtime
+            composer = app.pane.composer
+            composer.setFocus()
+            # The shipped plugin's command is offered with the app's own.
+            QTest.keyClicks(composer, "/red")
+            completer = composer.command_completer
+            await until(completer.popup().isVisible)
+            assert completer.currentCompletion() == "/redact"
+            composer.clear()
+            # Turned off: no longer offered.
+            runtime.plugins.apply_disabled(["pii-redaction"])
+            QTest.keyClicks(composer, "/red")
+            await asyncio.sleep(0.1)
+            assert completer.completionCount() == 0 or completer.currentCompletion() != "/redact"
+            composer.clear()
+            completer.popup().hide()
+
+            # A plugin that fails is turned off, the reply still comes, and the user is told.
+            await runtime.plugins.register(Broken())
+            app.use_mock("Still answered")
+            finished = app.reply_finished()
+            QTest.keyClicks(composer, "Hello")
+            QTest.keyClick(composer, Qt.Key.Key_Return)
+            reply = (await asyncio.wait_for(finished, 60))["message"]
+            assert reply.content == "Still answered"
+            status = app.window.statusBar()
+            await until(lambda: "broken-hook" in status.currentMessage())
+            assert "it always breaks" in status.currentMessage()
+            assert "off until the app restarts" in status.currentMessage()
+
+    loop.run_until_complete(scenario())
