@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from .. import events
@@ -612,15 +611,18 @@ def _insert_link(session: Session, source: str, target: str, now: float) -> None
         session.add(AgentLink(source=source, target=target, created_at=now))
 
 
-# Built once: the hub writes two or three rows per request, and building a statement costs
-# more than running it.
+# Plain SQL: the hub writes two or three rows per request, and SQLAlchemy's building of a
+# statement costs more than SQLite's running it.
 _TABLE: Any = AgentMessageRow.__table__
-_INSERT = _TABLE.insert()
-_UPDATE_STATUS = (
-    _TABLE.update()
-    .where(_TABLE.c.id == bindparam("message_id"))
-    .values(status=bindparam("status"), error=bindparam("error"), finished_at=bindparam("finished"))
+_COLUMNS = (
+    "id", "type", "sender", "receiver", "action", "content", "created_at", "priority",
+    "ttl_s", "correlation_id", "tags", "status", "error", "finished_at",
+)  # fmt: skip
+_INSERT_SQL = (
+    f"INSERT INTO agent_messages ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
+_UPDATE_SQL = "UPDATE agent_messages SET status = ?, error = ?, finished_at = ? WHERE id = ?"
 
 
 def _update_job(message: AgentMessage) -> Callable[[Session], None]:
@@ -629,9 +631,8 @@ def _update_job(message: AgentMessage) -> Callable[[Session], None]:
     message_id, status, error = message.id, message.status, message.error
 
     def job(session: Session) -> None:
-        session.connection().execute(
-            _UPDATE_STATUS,
-            {"message_id": message_id, "status": status, "error": error, "finished": finished},
+        session.connection().exec_driver_sql(
+            _UPDATE_SQL, (str(status), error, finished, message_id)
         )
 
     return job
@@ -643,7 +644,7 @@ def _insert_job(message: AgentMessage) -> Callable[[Session], None]:
     values = _values_of(message)
 
     def job(session: Session) -> None:
-        session.connection().execute(_INSERT, values)
+        session.connection().exec_driver_sql(_INSERT_SQL, tuple(values[c] for c in _COLUMNS))
 
     return job
 
