@@ -70,7 +70,11 @@ async def _self_test(out: TextIO) -> int:
         flush=True,
     )
     test = SelfTest(out)
-    with tempfile.TemporaryDirectory(prefix="mangaba-self-test-") as folder:
+    # A file still open when it ends (a check that failed half-way) must not turn the report
+    # into a traceback on Windows.
+    with tempfile.TemporaryDirectory(
+        prefix="mangaba-self-test-", ignore_cleanup_errors=True
+    ) as folder:
         runtime: Any = None
 
         async def store() -> str:

@@ -123,7 +123,11 @@ class Runtime:
         settings = await asyncio.to_thread(SettingsStore, folder)
         completions = completions or Completions(settings=settings, keys=KeyStore())
         runtime = cls(database, completions, settings=settings)
-        await runtime.start()
+        try:
+            await runtime.start()
+        except BaseException:
+            await runtime.close()  # nothing left running, the file released
+            raise
         return runtime
 
     @classmethod

@@ -145,27 +145,33 @@ async def test_each_a2a_context_of_a_caller_is_its_own_conversation(server, http
             return event.task.context_id
         raise AssertionError("no answer")
 
-    first = await ask("a question, no context")
-    await ask("a follow-up in that context", first)
-    await ask("another question, no context")
-    await ask("in thread B", "thread-b")
-
-    async def asked(context_id: str) -> list[str]:
+    async def asked(title: str) -> list[str]:
         titles = {c.title: c for c in await runtime.conversations.list()}
-        conversation = titles[f"A2A client 127.0.0.1 asks Mangaba · {context_id[:8]}"]
-        history = await runtime.conversations.history(conversation.id)
+        history = await runtime.conversations.history(titles[title].id)
         return [m.content for m in history if m.role == "user"]
 
-    # A context the server started is continued by sending its id back (the A2A way).
-    assert await asked(first) == ["a question, no context", "a follow-up in that context"]
-    assert await asked("thread-b") == ["in thread B"]
-    assert len(await runtime.conversations.list()) == 3
+    shared = "A2A client 127.0.0.1 asks Mangaba"
+    # Without a context of its own, a caller has one conversation with the agent, and the
+    # context the server named for it continues that same conversation.
+    first = await ask("a question, no context")
+    await ask("another question, no context")
+    await ask("a follow-up in the context the server named", first)
+    assert await asked(shared) == [
+        "a question, no context",
+        "another question, no context",
+        "a follow-up in the context the server named",
+    ]
+    # A context the caller names is a thread of its own.
+    await ask("in thread B", "thread-b")
+    await ask("thread B again", "thread-b")
+    assert await asked(f"{shared} · thread-b") == ["in thread B", "thread B again"]
+    assert len(await runtime.conversations.list()) == 2
 
-    # A deleted context's conversation starts again, not into the void.
+    # A deleted thread's conversation starts again, not into the void.
     [gone] = [c for c in await runtime.conversations.list() if c.title.endswith("thread-b")]
     await runtime.conversations.delete(gone.id)
     await ask("after deleting B", "thread-b")
-    assert await asked("thread-b") == ["after deleting B"]
+    assert await asked(f"{shared} · thread-b") == ["after deleting B"]
 
 
 async def test_a_skill_named_in_the_metadata_is_what_the_agent_does(server, http, source):
@@ -364,6 +370,17 @@ async def test_a_remote_agent_added_by_url_answers_a_local_agent(server, runtime
     assert answer == "Bom dia!"
     with pytest.raises(RequestFailed, match="refused the request: There is no skill"):
         await ana.send_agent_request(node.id, "dance", {"message": "x"})
+
+    # The remote agent keeps one conversation with each asker, across requests.
+    await ana.send_agent_request(node.id, "chat", {"message": "E agora?"})
+    bruno = MangabaAgent(agent_name="Bruno", runtime=runtime)
+    await bruno.send_agent_request(node.id, "chat", {"message": "Olá"})
+    threads = [c for c in await runtime.conversations.list() if c.title.startswith("A2A client")]
+    asked = []
+    for conversation in threads:
+        history = await runtime.conversations.history(conversation.id)
+        asked.append([m.content for m in history if m.role == "user"])
+    assert sorted(asked) == [["Bom dia?", "E agora?"], ["Olá"]]
 
 
 async def test_cancelling_the_hub_request_cancels_the_remote_task(server, runtime, source):

@@ -163,6 +163,10 @@ class RemoteAgent:
         this when the caller gives up, and that cancels the remote task too."""
         return await self._send(message)
 
+    def _context_of(self, sender: str) -> str:
+        where = self.card.supported_interfaces[0].url if self.card.supported_interfaces else ""
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"{where}#{sender}").hex
+
     async def _send(self, message: AgentMessage) -> dict[str, Any]:
         metadata = Struct()
         # A broadcast or a notification is for the remote agent to remember, not to answer.
@@ -172,6 +176,9 @@ class RemoteAgent:
             message=Message(
                 role=Role.ROLE_USER,
                 message_id=uuid.uuid4().hex,
+                # One thread per asker: the remote agent keeps a conversation with each of
+                # this app's agents, and remembers what each said before.
+                context_id=self._context_of(message.sender),
                 parts=[Part(text=_text_of(message))],
                 metadata=metadata,
             ),

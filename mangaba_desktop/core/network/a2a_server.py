@@ -28,9 +28,14 @@ from typing import Any
 
 import uvicorn
 from a2a.helpers import get_data_parts, new_task_from_user_message, new_text_part
-from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.agent_execution import (
+    AgentExecutor,
+    RequestContext,
+    SimpleRequestContextBuilder,
+)
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
+from a2a.server.id_generator import IDGenerator, IDGeneratorContext
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import (
     DefaultServerCallContextBuilder,
@@ -312,10 +317,14 @@ class A2AServer:
             card = agent_card(agent, url, secured=self.token is not None)
             if prefix:
                 self.cards[agent.id] = card
+        store = InMemoryTaskStore()
         handler = DefaultRequestHandler(
             agent_executor=HubExecutor(self.runtime, agent.id, audit=self.audit),
-            task_store=InMemoryTaskStore(),
+            task_store=store,
             agent_card=card,
+            request_context_builder=SimpleRequestContextBuilder(
+                task_store=store, context_id_generator=_ServerContextIds()
+            ),
         )
         self._handlers.append(handler)
         return [
@@ -402,9 +411,12 @@ class HubExecutor(AgentExecutor):
                 data.update(part)
         action, params = skill_request(context.get_user_input().strip(), data)
         host = _client_host(context.call_context)
-        if context.message.context_id:
-            # The caller keeps this thread apart: its own conversation with the agent.
-            params["thread"] = context.message.context_id
+        context_id = context.message.context_id
+        if context_id and not context_id.startswith(SERVER_CONTEXT_PREFIX):
+            # The caller keeps this thread apart: its own conversation with the agent. A
+            # context this server named (the caller sent none) is the caller's one
+            # conversation with the agent, however many requests start one.
+            params["thread"] = context_id
         if action not in ACTIONS:
             known = ", ".join(ACTIONS)
             reason = f"There is no skill “{action}” here; the skills are: {known}."
@@ -450,6 +462,7 @@ class HubExecutor(AgentExecutor):
             if appends:
                 await appends[-1]
         except NetworkError as exc:
+            await _stop(appends)  # no piece may follow the task's last word
             await updater.failed(updater.new_agent_message([new_text_part(str(exc))]))
             self._audit_task(host, action, Outcome.FAILED, str(exc))
             return
@@ -461,6 +474,7 @@ class HubExecutor(AgentExecutor):
             return  # cancel() stopped the request and reported the task canceled
         except Exception:
             log.exception("A2A task %s failed", task.id)
+            await _stop(appends)
             text = "The agent could not answer because of an internal error."
             await updater.failed(updater.new_agent_message([new_text_part(text)]))
             self._audit_task(host, action, Outcome.FAILED, "an internal error.")
@@ -469,7 +483,7 @@ class HubExecutor(AgentExecutor):
             self._running.pop(task.id, None)
             for sending in appends:
                 if not sending.done():
-                    sending.cancel()  # the task failed or was cancelled: no more pieces
+                    sending.cancel()  # cancelled: no more pieces
         if appends:
             # The streamed pieces are the raw text; the final artifact is the answer as kept.
             await updater.add_artifact(
@@ -518,6 +532,22 @@ class HubExecutor(AgentExecutor):
 
 def _client_host(call: ServerCallContext | None) -> str:
     return str((call.state if call else {}).get("client_host") or "unknown")
+
+
+SERVER_CONTEXT_PREFIX = "mangaba-"
+"""Context ids this server makes for requests that came without one."""
+
+
+class _ServerContextIds(IDGenerator):
+    def generate(self, context: IDGeneratorContext) -> str:
+        return f"{SERVER_CONTEXT_PREFIX}{uuid.uuid4().hex}"
+
+
+async def _stop(sending: list[asyncio.Task[None]]) -> None:
+    """Cancel the pieces not sent yet, and wait until none can still be sent."""
+    for task in sending:
+        task.cancel()
+    await asyncio.gather(*sending, return_exceptions=True)
 
 
 async def _refuse(message: Any) -> dict[str, Any] | None:

@@ -363,6 +363,32 @@ class AgentHub:
 
         return [_message_of(row) for row in await self.database.read(job)]
 
+    async def close_unfinished(self) -> int:
+        """Mark what a previous run left queued or in hand as failed (at start, before any
+        message of this run exists); returns how many."""
+        if self.database is None:
+            return 0
+        now = time.time()
+
+        def job(session: Session) -> int:
+            return int(
+                session.connection()
+                .exec_driver_sql(
+                    "UPDATE agent_messages SET status = ?, error = ?, finished_at = ? "
+                    "WHERE status IN (?, ?)",
+                    (
+                        MessageStatus.FAILED.value,
+                        "The app closed before it was handled.",
+                        now,
+                        MessageStatus.QUEUED.value,
+                        MessageStatus.DELIVERED.value,
+                    ),
+                )
+                .rowcount
+            )
+
+        return await self.database.write(job)
+
     async def prune(
         self, *, older_than_days: float = KEEP_MESSAGES_DAYS, keep_at_most: int = KEEP_MESSAGES
     ) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 from sqlmodel import Session
@@ -26,6 +27,9 @@ from .hub import AgentHub, NetworkError, Node
 from .messages import AgentMessage, MessageType
 
 log = logging.getLogger(__name__)
+
+REMEMBERED_THREADS = 10_000
+"""Conversations of askers' threads kept in memory (a caller may open any number)."""
 
 ACTIONS: dict[str, str] = {
     "chat": "Answer a message in conversation (params: message).",
@@ -70,8 +74,9 @@ class LocalAgents:
         self._sync_lock = asyncio.Lock()
         self._agents: dict[str, Agent] = {}
         """The app's agents as last read (kept current by ``agents.changed``)."""
-        self._conversations: dict[tuple[str, str, str | None], int] = {}
-        """The conversation of each asker, agent and thread, once known."""
+        self._conversations: OrderedDict[tuple[str, str, str | None], int] = OrderedDict()
+        """The conversation of each asker, agent and thread, once known (the most recently
+        used :data:`REMEMBERED_THREADS`; older ones are read again when asked)."""
 
     async def start(self) -> None:
         # Listening first: an agent created while this starts is registered by the sync its
@@ -80,6 +85,7 @@ class LocalAgents:
             self.bus.subscribe(events.AGENTS_CHANGED, self._on_agents_changed),
             self.bus.subscribe(events.CONVERSATION_DELETED, self._on_conversation_deleted),
         ]
+        await self.hub.close_unfinished()
         pruned = await self.hub.prune()
         if pruned:
             log.info("pruned %d old network messages", pruned)
@@ -202,11 +208,14 @@ class LocalAgents:
         key = (sender_id, agent.id, thread)
         known = self._conversations.get(key)  # forgotten when the conversation is deleted
         if known is not None:
+            self._conversations.move_to_end(key)
             return known
         known = await self.conversations.db.read(lambda s: _stored_conversation(s, *key))
         if known is None or await self.conversations.get(known) is None:
             known = await self._start_conversation(sender_id, agent, thread)
         self._conversations[key] = known
+        while len(self._conversations) > REMEMBERED_THREADS:
+            self._conversations.popitem(last=False)
         return known
 
     async def _start_conversation(self, sender_id: str, agent: Agent, thread: str | None) -> int:

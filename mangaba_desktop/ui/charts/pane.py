@@ -221,6 +221,9 @@ class PerformancePane(QWidget):
         self._reading = False
         self._labels: dict[str, list[str]] = {}
         self._zoomed = False
+        self._closed = False
+        self._reread = False
+        """A refresh was asked while a stored read was running: read again when it ends."""
         self._steps: dict[tuple[str, str], dict[float, float]] = {}
         """Each live line's points by step, kept between refreshes (see :meth:`_read_live`)."""
         self._build()
@@ -312,6 +315,7 @@ class PerformancePane(QWidget):
     async def flush(self) -> None:
         """Stop drawing and take the charts apart (the app is stopping): their scenes go now,
         on this thread, not whenever a collection happens to run on another one."""
+        self._closed = True
         self._timer.stop()
         self._unsubscribe()
         for view in self.views.values():
@@ -332,7 +336,8 @@ class PerformancePane(QWidget):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
-        self.refresh(force=True)
+        if not self._closed:
+            self.refresh(force=True)
 
     # -- controls ------------------------------------------------------------------------------
 
@@ -399,17 +404,18 @@ class PerformancePane(QWidget):
 
     def refresh(self, *, force: bool = False) -> None:
         """Redraw if something changed (or ``force``), unless hidden or paused."""
-        if self.paused or not self.shown():
+        if self._closed or self.paused or not self.shown():
             return
         self._refresh_filters()
         window = self.span_window
         if window.stored:
             stale = time.monotonic() - self._drawn_at >= window.refresh_s
-            if (force or (stale and self.metrics.version != self._drawn_version)) and not (
-                self._reading
-            ):
-                self._reading = True
-                self.spawn(self._read_stored(window, self.metrics.version))
+            if force or (stale and self.metrics.version != self._drawn_version):
+                if self._reading:
+                    self._reread = True  # the read running was asked before this change
+                else:
+                    self._reading = True
+                    self.spawn(self._read_stored(window, self.metrics.version))
             return
         if not force and (
             self.metrics.version == self._drawn_version
@@ -479,7 +485,13 @@ class PerformancePane(QWidget):
             return
         finally:
             self._reading = False
-        if window is self.span_window and not self.paused:
+        if self._closed:
+            return
+        if self._reread or window is not self.span_window or filters != self.filters():
+            self._reread = False
+            self.refresh(force=True)  # what is asked now, not what was asked then
+            return
+        if not self.paused:
             self._draw(data, since, until, version)
 
     def _draw(

@@ -243,6 +243,32 @@ async def test_old_messages_are_pruned_but_unfinished_ones_stay(hub, db_path):
     assert len(rows(db_path, "SELECT id FROM agent_messages")) == 5
 
 
+async def test_what_a_closed_run_left_queued_is_failed_at_the_next_start(database, bus, db_path):
+    first = AgentHub(bus, database)
+    release = asyncio.Event()
+
+    async def busy(message):
+        await release.wait()
+
+    join(first, "ana")
+    join(first, "bruno", busy)
+    for i in range(3):
+        await first.notify("ana", "bruno", {"text": f"n{i}"})
+    await asyncio.sleep(0.05)  # the first is in hand, two wait in the queue
+    await first.close()
+    await first.flush()
+    assert "queued" in {status for (status,) in rows(db_path, "SELECT status FROM agent_messages")}
+
+    again = AgentHub(bus, database)
+    assert await again.close_unfinished() == 2
+    left = rows(db_path, "SELECT status, error FROM agent_messages")
+    assert {status for status, _error in left} == {"failed"}
+    assert ("failed", "The app closed before it was handled.") in left
+    # And so they can be pruned like any finished message.
+    assert await again.prune(older_than_days=0) == 3
+    await again.close()
+
+
 async def test_a_deleted_agent_loses_its_links_but_its_messages_stay(tmp_path):
     runtime = await Runtime.open(tmp_path, completions=ScriptedSource(["ok"]))
     try:
