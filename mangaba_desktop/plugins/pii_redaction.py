@@ -14,9 +14,17 @@ It is on by default, like every installed plugin: data leaves only for a remote 
 user added, and that is when they would expect it to be protected; Settings → Plugins turns it
 off. ``/redact <text>`` shows what would be masked.
 
-What counts as a phone number: 7 to 15 digits after a ``+``, or 8 to 15 digits written in
-groups (``(11) 91234-5678``, ``555-123-4567``, ``912 345 678``). Dates, IP addresses, decimal
-numbers and plain digit strings (order numbers, timestamps) are left alone.
+What counts, by the shapes people write them in (anything else of digits is left alone: dates,
+times, year ranges, amounts, IP addresses, lists of numbers, order numbers, timestamps):
+
+- phone numbers: international (``+55 11 91234-5678``, ``+1 (555) 123-4567``), with an area
+  code in brackets (``(11) 91234-5678``), North American (``555-123-4567``), a Brazilian mobile
+  (``91234-5678``); 8 to 15 digits;
+- card numbers: 15 or 16 digits in one run, or in groups of four (Amex: 4-6-5) with one kind
+  of separator, starting as Visa, Mastercard, Amex or Discover numbers do and passing Luhn.
+
+A failure of this plugin while a prompt is about to leave stops that prompt (the reply says
+why) instead of letting it leave unmasked.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from mangaba_desktop import __version__
 from mangaba_desktop.core.plugins import Plugin, PluginCommand, Request, Response
@@ -34,16 +43,32 @@ KEPT_REQUESTS = 64
 do not come back for theirs)."""
 
 _EMAIL = re.compile(
-    r"(?<![\w.+%-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+    r"(?<![\w.+%-])[\w.%+-]+@[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*\.[^\W\d_]{2,}"
 )
-# Groups of digits with one separator between them, an optional "+" and area code in front;
-# not inside a word, an address, a decimal, a date or a path.
-_NUMBER_RUN = re.compile(r"(?<![\w@+./-])(?:\+ ?)?(?:\(\d{1,4}\) ?)?\d+(?:[ .-]\d+)*(?![\w@/])")
-_GROUP = re.compile(r"\d+")
+# Phone numbers, by the shapes people write them in; nothing else of digits is one.
+_PHONE = re.compile(
+    r"(?<![\w@+./:-])(?:"
+    # international: +55 11 91234-5678, +1 (555) 123-4567, +351 912 345 678, +4915112345678
+    r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)?(?:[ .-]?\d{2,5}){1,4}"
+    # an area code in brackets: (11) 91234-5678, (555) 123-4567
+    r"|\(\d{2,4}\) ?\d{3,5}[ .-]?\d{4}"
+    # North American: 555-123-4567, 555.123.4567
+    r"|\d{3}(?P<n>[.-])\d{3}(?P=n)\d{4}"
+    # a Brazilian mobile without its area code: 91234-5678
+    r"|9\d{4}-\d{4}"
+    r")(?![\w@/]|[.:-]\d)"
+)
+# Card numbers: one run of 15 or 16 digits, or groups of 4 (or Amex's 4-6-5), the same
+# separator throughout, starting as Visa, Mastercard, Amex or Discover do, passing Luhn.
+_CARD = re.compile(
+    r"(?<![\w.+/:-])(?:"
+    r"\d{15,16}"
+    r"|\d{4}(?P<s>[ -])\d{4}(?P=s)\d{4}(?P=s)\d{4}(?:(?P=s)\d{3})?"
+    r"|\d{4}(?P<a>[ -])\d{6}(?P=a)\d{5}"
+    r")(?![\w/]|[.:-]\d)"
+)
+_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|6011|65)")
 _PLACEHOLDER = re.compile(r"\[(email|phone|card) (\d+)\]")
-_DATE = re.compile(r"^(?:\d{4}[-.]\d{1,2}[-.]\d{1,2}|\d{1,2}[-.]\d{1,2}[-.]\d{4})$")
-_IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
-_DOTTED_NUMBER = re.compile(r"^\d{1,3}(?:\.\d{3})+$|^\d+\.\d+$")
 
 _LABELS = {
     "email": ("e-mail address", "e-mail addresses"),
@@ -63,6 +88,16 @@ def luhn_valid(digits: str) -> bool:
                 value -= 9
         total += value
     return total % 10 == 0
+
+
+def is_card(text: str) -> bool:
+    digits = "".join(c for c in text if c.isdigit())
+    return bool(_CARD_PREFIX.match(digits)) and luhn_valid(digits)
+
+
+def is_phone(text: str) -> bool:
+    digits = sum(c.isdigit() for c in text)
+    return 8 <= digits <= 15
 
 
 @dataclass
@@ -87,63 +122,19 @@ class Masking:
 
 def redact(text: str, masking: Masking | None = None) -> str:
     """``text`` with its e-mail addresses, phone numbers and card numbers masked; the
-    placeholders are recorded in ``masking`` when given."""
+    placeholders are recorded in ``masking`` when given. Linear in the text's length."""
     masking = masking if masking is not None else Masking()
+
+    def mask(kind: str, check: Any) -> Any:
+        def replace(match: re.Match[str]) -> str:
+            found = match.group(0)
+            return masking.placeholder(kind, found) if check(found) else found
+
+        return replace
+
     text = _EMAIL.sub(lambda m: masking.placeholder("email", m.group(0)), text)
-    return _NUMBER_RUN.sub(lambda m: _mask_numbers(m.group(0), masking), text)
-
-
-def _mask_numbers(run: str, masking: Masking) -> str:
-    """A run of digit groups with its card numbers masked, or the whole run if a phone."""
-    groups = list(_GROUP.finditer(run))
-    if run.startswith(("+", "(")):  # a country or area code: a phone, never a card
-        return masking.placeholder("phone", run) if _is_phone(run, groups) else run
-    # Cards are the longest stretch of groups that makes 13 to 19 digits and passes Luhn,
-    # written with spaces or hyphens: "4111 1111 1111 1111 123" keeps the 123.
-    pieces: list[str] = []
-    done = 0
-    start = 0
-    while start < len(groups):
-        end = _card_end(run, groups, start)
-        if end is None:
-            start += 1
-            continue
-        first, last = groups[start].start(), groups[end].end()
-        pieces += [run[done:first], masking.placeholder("card", run[first:last])]
-        done = last
-        start = end + 1
-    if pieces:
-        return "".join([*pieces, run[done:]])
-    return masking.placeholder("phone", run) if _is_phone(run, groups) else run
-
-
-def _card_end(run: str, groups: Sequence[re.Match[str]], start: int) -> int | None:
-    """The last group of a card number starting at group ``start``, if one does."""
-    found = None
-    digits = ""
-    for end in range(start, len(groups)):
-        if end > start and run[groups[end - 1].end() : groups[end].start()] not in (" ", "-"):
-            break
-        digits += groups[end].group(0)
-        if len(digits) > 19:
-            break
-        if len(digits) >= 13 and luhn_valid(digits):
-            found = end
-    return found
-
-
-def _is_phone(run: str, groups: Sequence[re.Match[str]]) -> bool:
-    digits = sum(len(g.group(0)) for g in groups)
-    if run.startswith("+"):
-        return 7 <= digits <= 15
-    written_in_groups = len(groups) > 1
-    return (
-        written_in_groups
-        and 8 <= digits <= 15
-        and not _DATE.match(run)
-        and not _IPV4.match(run)
-        and not _DOTTED_NUMBER.match(run)
-    )
+    text = _CARD.sub(mask("card", is_card), text)
+    return _PHONE.sub(mask("phone", is_phone), text)
 
 
 class PiiRedaction(Plugin):
@@ -151,6 +142,8 @@ class PiiRedaction(Plugin):
 
     name = "pii-redaction"
     version = __version__
+    protective = True
+    """If it fails, a prompt for a remote model is not sent (see the host)."""
     description = (
         "Masks e-mail addresses, phone numbers and card numbers in prompts before they leave "
         "for a remote model, and puts them back in the reply; /redact shows what it masks."

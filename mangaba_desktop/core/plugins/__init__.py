@@ -17,6 +17,7 @@ from .host import (
     ENTRY_POINT_GROUP,
     PluginInfo,
     PluginManager,
+    PluginRefused,
     PluginState,
     may_leave_this_computer,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "PluginCommand",
     "PluginInfo",
     "PluginManager",
+    "PluginRefused",
     "PluginState",
     "Request",
     "Response",

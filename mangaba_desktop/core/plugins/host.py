@@ -240,8 +240,17 @@ class PluginManager:
         return self._info(slot) if slot is not None else None
 
     def wants(self, hook: str) -> bool:
-        """Whether any active plugin offers ``hook`` (nothing to do otherwise)."""
+        """Whether any active plugin offers ``hook`` (nothing to do otherwise); before a
+        request, also whether a protective plugin failed (the request may not leave)."""
+        if hook == BEFORE_REQUEST and self._protection_failed():
+            return True
         return bool(self._active[hook])
+
+    def _protection_failed(self) -> bool:
+        return any(
+            getattr(slot.plugin, "protective", False) and slot.error is not None and not slot.off
+            for slot in self._slots.values()
+        )
 
     def apply_disabled(self, names: Iterable[str]) -> None:
         """Turn off the plugins in ``names`` and on the others; a plugin that was off since
@@ -305,19 +314,42 @@ class PluginManager:
     # -- hooks ---------------------------------------------------------------------------------
 
     async def before_request(self, request: Request) -> list[dict[str, str]]:
-        """The messages to send after every active plugin's ``before_request``."""
+        """The messages to send after every active plugin's ``before_request``.
+
+        Raises:
+            PluginRefused: a protective plugin (one that keeps data from leaving, such as the
+                PII redaction) failed, now or earlier in this run, and the request is for a
+                remote model: it is not sent unprotected.
+        """
+        if request.remote:
+            self._refuse_if_unprotected(request)
         messages = request.messages
         for slot, hook in self._active[BEFORE_REQUEST]:
             if not slot.active:
                 continue  # failed in this very call, through another of its hooks
             attempt = replace(request, messages=[dict(m) for m in messages])
             if await self._call(slot, BEFORE_REQUEST, hook, attempt) is _FAILED:
+                if request.remote:
+                    self._refuse_if_unprotected(request)
                 continue
             if not _are_messages(attempt.messages):
                 self._fail(slot, "before_request left messages a model cannot take.")
                 continue
             messages = attempt.messages
         return messages
+
+    def _refuse_if_unprotected(self, request: Request) -> None:
+        if not self._protection_failed():
+            return
+        for slot in self._slots.values():
+            protective = getattr(slot.plugin, "protective", False)
+            if protective and slot.error is not None and not slot.off:
+                raise PluginRefused(
+                    f"The plugin “{slot.name}” protects what leaves this computer and it "
+                    f"failed ({slot.error}), so nothing was sent to {request.model}. Turn "
+                    "the plugin off in Settings ▸ Plugins to send anyway, or use a model on "
+                    "this computer."
+                )
 
     async def after_response(self, response: Response) -> str:
         """The reply's text after every active plugin's ``after_response``."""
@@ -485,6 +517,10 @@ class PluginManager:
                 await self._bounded(cleanup())
             except Exception as exc:
                 log.warning("plugin %s did not clean up: %s", slot.name, _describe(exc))
+
+
+class PluginRefused(RuntimeError):
+    """A request was not sent because a plugin protecting it failed (the text says so)."""
 
 
 class _TookTooLong(Exception):

@@ -390,6 +390,36 @@ async def test_a_hook_that_raises_is_turned_off_and_the_turn_goes_on_without_it(
     assert len(log.payloads(events.PLUGIN_FAILED)) == 1
 
 
+class ProtectiveBreaking(Breaking):
+    name = "protective-breaking"
+    protective = True
+
+
+async def test_a_failing_protective_plugin_stops_a_remote_prompt_instead_of_letting_it_leave(
+    plugins, chat, make_chat, source, store, settings
+):
+    await plugins.register(ProtectiveBreaking())
+    conversation = await store.create()
+
+    done = await turn(chat, conversation.id, PERSONAL)
+
+    # Not sent, and the reply says why and what to do.
+    assert source.requests == []
+    assert done.status == MessageStatus.ERROR
+    assert "protects what leaves this computer" in (done.error or "")
+    assert "nothing was sent" in (done.error or "")
+    # Still failed on the next remote prompt (it did not come back on its own).
+    again = await turn(chat, conversation.id, "Hello")
+    assert again.status == MessageStatus.ERROR and source.requests == []
+    # A model on this computer is not protected from: the prompt goes as typed.
+    local = await turn(make_chat(), conversation.id, "Local", model=LOCAL_MODEL)
+    assert local.status == MessageStatus.COMPLETE and sent(source) == "Local"
+    # Turned off by the user: remote prompts go again.
+    plugins.apply_disabled(["protective-breaking"])
+    sent_anyway = await turn(chat, conversation.id, "Now")
+    assert sent_anyway.status == MessageStatus.COMPLETE and sent(source) == "Now"
+
+
 async def test_a_slow_async_hook_is_cut_by_the_timeout(plugins, chat, source, store, bus):
     hanging = Hanging()
     await plugins.register(hanging)
