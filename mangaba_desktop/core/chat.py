@@ -613,13 +613,23 @@ class ChatService:
             fields["cost_usd"] = None
             self._queued_params[reply.id] = plan.own_params
         remember = status == MessageStatus.COMPLETE and bool(content) and plan.agent is not None
-        # The final write must happen even when this task was cancelled (Stop, shutdown).
-        try:
-            stored = await asyncio.shield(
-                self.store.db.write(
-                    lambda s: self._store_turn(s, reply.id or 0, fields, plan, remember)
-                )
+        # The final write must happen even when this task was cancelled (Stop, shutdown),
+        # and so must the events that say the reply ended, even if cancelled again meanwhile.
+        writing = asyncio.ensure_future(
+            self.store.db.write(
+                lambda s: self._store_turn(s, reply.id or 0, fields, plan, remember)
             )
+        )
+        cancelled_again = False
+        try:
+            while True:
+                try:
+                    stored = await asyncio.shield(writing)
+                    break
+                except asyncio.CancelledError:
+                    if writing.done() and writing.cancelled():
+                        raise
+                    cancelled_again = True
         except LookupError:
             # The conversation was deleted while the reply streamed: nothing left to keep.
             stored = reply.model_copy(update=fields)
@@ -631,7 +641,9 @@ class ChatService:
             message_id=stored.id,
             request_id=plan.request_id,
             agent_id=plan.agent.id if plan.agent else None,
-            model=model,
+            # The model that answered (a fallback, maybe), and the one that was asked.
+            model=stored.model or model,
+            requested_model=model,
             status=status,
             latency_ms=stored.latency_ms,
             time_to_first_token_ms=stored.time_to_first_token_ms,
@@ -651,6 +663,8 @@ class ChatService:
                 added=plan.remembered_ids, agent_id=plan.agent.id, session_id=plan.session_id
             )
             self._spawn_upkeep(plan.agent.id, plan.session_id, model, plan.params)
+        if cancelled_again:
+            raise asyncio.CancelledError
         return stored
 
     def _store_turn(

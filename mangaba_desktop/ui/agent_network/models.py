@@ -71,23 +71,34 @@ class ModelEndpoints:
         self._calls[request_id] = (agent_id, endpoint.node.id)
         return request_id, agent_id, endpoint.node.id
 
-    def completed(self, payload: dict[str, Any]) -> tuple[str, str, str, bool] | None:
-        """A call ended: returns (request id, agent node, model node, succeeded)."""
+    def completed(self, payload: dict[str, Any]) -> tuple[str, str, str, str, bool] | None:
+        """A call ended: returns (request id, agent node, the model node asked, the model
+        node that answered, succeeded). When a fallback answered, the model asked counts a
+        failure and the one that answered the call."""
         request_id = str(payload.get("request_id") or "")
         call = self._calls.pop(request_id, None)
         if call is None:
             return None
         agent_id, model_node = call
-        endpoint = self.endpoints.get(model_node)
-        if endpoint is None:
+        asked = self.endpoints.get(model_node)
+        if asked is None:
             return None
-        endpoint.in_flight.discard(request_id)
+        asked.in_flight.discard(request_id)
+        status = str(payload.get("status") or "")
+        succeeded = status == "complete"
+        answered_by = payload.get("model")
+        if answered_by and node_id(answered_by) != model_node:
+            asked.node.failed += 1
+            asked.last_error = "fell back"
+            self._settle(asked)
+            endpoint = self._endpoint(answered_by, None)
+            endpoint.agents.add(agent_id)
+        else:
+            endpoint = asked
         provider = payload.get("provider")
         if provider:
             endpoint.provider = provider
             endpoint.node.location = provider
-        status = str(payload.get("status") or "")
-        succeeded = status == "complete"
         if succeeded:
             endpoint.node.handled += 1
             endpoint.last_error = None
@@ -104,6 +115,11 @@ class ModelEndpoints:
         cost = payload.get("cost_usd")
         if isinstance(cost, int | float):
             endpoint.cost_usd += float(cost)
+        self._settle(endpoint)
+        return request_id, agent_id, model_node, endpoint.node.id, succeeded
+
+    @staticmethod
+    def _settle(endpoint: Endpoint) -> None:
         if endpoint.in_flight:
             endpoint.node.status = NodeStatus.WORKING
         elif endpoint.last_error == "queued":
@@ -112,7 +128,6 @@ class ModelEndpoints:
             endpoint.node.status = NodeStatus.ERROR
         else:
             endpoint.node.status = NodeStatus.IDLE
-        return request_id, agent_id, model_node, succeeded
 
     def latency(self, model_node: str) -> tuple[float | None, float | None]:
         """The p50 and p95 of its calls, in seconds."""

@@ -367,10 +367,15 @@ class NetworkPane(QWidget):
             elif name == events.AI_REQUEST_COMPLETED:
                 ended = self.models.completed(payload)
                 if ended is not None:
-                    request_id, agent_id, model_id, ok = ended
-                    self._show_node(self.models.endpoints[model_id].node)
-                    self.graph.note_call(request_id, agent_id, model_id, done=True, ok=ok)
-                    touched.update((agent_id, model_id))
+                    request_id, agent_id, asked_id, answered_id, ok = ended
+                    nodes_changed |= answered_id not in self.graph.nodes
+                    for model_id in {asked_id, answered_id}:
+                        self._show_node(self.models.endpoints[model_id].node)
+                    if answered_id != asked_id:  # a fallback answered: its own edge
+                        self.graph.note_call(request_id, agent_id, asked_id, done=True, ok=False)
+                        request_id = f"{request_id}-fallback"
+                    self.graph.note_call(request_id, agent_id, answered_id, done=True, ok=ok)
+                    touched.update((agent_id, asked_id, answered_id))
         if messages:
             bottom = self.table.verticalScrollBar()
             at_bottom = bottom.value() >= bottom.maximum()

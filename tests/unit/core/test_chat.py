@@ -166,6 +166,34 @@ async def test_stop_mid_stream_keeps_the_partial_reply_as_interrupted(store, bus
     ]
 
 
+async def test_a_second_stop_during_the_final_write_still_ends_the_reply_and_says_so(
+    store, bus, db_path
+):
+    source = ScriptedSource(words(300), interval=0.01)
+    chat = ChatService(store, source, bus)
+    conversation = await store.create()
+    log = EventLog(bus)
+    reply = await chat.send(conversation.id, "tell me a long story")
+    await log.wait_for(events.MESSAGE_DELTA, count=5)
+    task = chat._replies[conversation.id]
+
+    # The disk is slow: the reply's last write waits behind another.
+    store.db.write_soon(lambda _session: time.sleep(0.5))
+    assert chat.stop(conversation.id) is True
+    await asyncio.sleep(0.1)  # the stream has ended; the final write waits
+    assert not task.done()
+    task.cancel()  # a second Stop (or the app quitting) meanwhile
+    await asyncio.gather(task, return_exceptions=True)
+
+    assert task.cancelled()
+    [finished] = log.payloads(events.MESSAGE_FINISHED)
+    assert finished["message"].id == reply.id
+    assert finished["message"].status == MessageStatus.INTERRUPTED
+    [completed] = log.payloads(events.AI_REQUEST_COMPLETED)
+    assert completed["status"] == MessageStatus.INTERRUPTED
+    assert rows(db_path, conversation.id)[1][2] == "interrupted"
+
+
 async def test_regenerate_replaces_the_last_reply(mocked, store):
     chat = mocked("first answer")
     conversation = await store.create()

@@ -285,3 +285,34 @@ def test_a_request_from_the_pane_shows_the_answer_as_it_is_written(loop, data_di
             assert pane.result_label.text() == "Bruno answered: Bom dia, Ana!"
 
     loop.run_until_complete(scenario())
+
+
+def test_a_call_answered_by_a_fallback_counts_against_the_model_asked():
+    from mangaba_desktop.core.network import NodeStatus
+    from mangaba_desktop.ui.agent_network.models import ModelEndpoints
+
+    models = ModelEndpoints()
+    asked = {"request_id": "r1", "agent_id": "ana", "model": "openai/gpt-4o"}
+    assert models.started(asked) == ("r1", "ana", "model:openai/gpt-4o")
+    ended = models.completed(
+        {
+            "request_id": "r1",
+            "model": "mangaba-local/smollm2",  # the fallback that answered
+            "requested_model": "openai/gpt-4o",
+            "provider": "mangaba-local",
+            "status": "complete",
+            "latency_ms": 120.0,
+        }
+    )
+
+    assert ended == ("r1", "ana", "model:openai/gpt-4o", "model:mangaba-local/smollm2", True)
+    cloud = models.endpoints["model:openai/gpt-4o"]
+    local = models.endpoints["model:mangaba-local/smollm2"]
+    assert (cloud.node.handled, cloud.node.failed, cloud.node.status) == (0, 1, NodeStatus.ERROR)
+    assert cloud.provider is None and not cloud.latencies  # not the fallback's figures
+    assert (local.node.handled, local.node.status, local.provider) == (
+        1,
+        NodeStatus.IDLE,
+        "mangaba-local",
+    )
+    assert list(local.latencies) == [120.0] and local.agents == {"ana"}
