@@ -9,6 +9,7 @@ thread, every few seconds.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import logging
 import math
@@ -74,6 +75,8 @@ class ChartView(QWidget):
         super().__init__(parent)
         self.chart = chart
         self.series: dict[str, Series] = {line.label: [] for line in chart.lines}
+        self.time_format = "%H:%M:%S"
+        """How the crosshair writes a step's time (with the day on windows over a day)."""
         self.curves_filled = False
         """Whether the curves show :attr:`series` (a chart not drawn yet shows nothing)."""
         self.title = QLabel(f"<b>{chart.title}</b> <span style='color:#78909c'>{chart.unit}</span>")
@@ -158,27 +161,20 @@ class ChartView(QWidget):
         self.crosshair.setVisible(True)
         self.crosshair.setPos(at)
         parts = []
+        step_start = None
         for line in self.chart.lines:
-            value = nearest(self.series.get(line.label, []), at)
-            if value is not None:
-                parts.append(f"{line.label} {_value(value, self.chart.unit)}")
-        when = time.strftime("%H:%M:%S", time.localtime(at))
+            point = containing(self.series.get(line.label, []), at)
+            if point is not None:
+                step_start = point[0] if step_start is None else max(step_start, point[0])
+                parts.append(f"{line.label} {_value(point[1], self.chart.unit)}")
+        when = time.strftime(self.time_format, time.localtime(step_start or at))
         self.readout.setText(f"{when}  " + " · ".join(parts) if parts else when)
 
 
-def nearest(points: Series, at: float) -> float | None:
-    """The value of the point nearest ``at`` (None when there are none)."""
-    if not points:
-        return None
-    low, high = 0, len(points) - 1
-    while low < high:
-        middle = (low + high) // 2
-        if points[middle][0] < at:
-            low = middle + 1
-        else:
-            high = middle
-    candidates = [points[i] for i in (low - 1, low) if 0 <= i < len(points)]
-    return min(candidates, key=lambda p: abs(p[0] - at))[1]
+def containing(points: Series, at: float) -> tuple[float, float] | None:
+    """The point of the step ``at`` falls in: the last one starting at or before it."""
+    index = bisect.bisect_right(points, (at, math.inf)) - 1
+    return points[index] if index >= 0 else None
 
 
 class PerformancePane(QWidget):
@@ -366,6 +362,12 @@ class PerformancePane(QWidget):
     def _on_window_changed(self, index: int) -> None:
         self.span_window = WINDOWS[max(index, 0)]
         self._steps.clear()
+        for view in self.views.values():
+            view.time_format = (
+                "%a %d %b %H:%M"
+                if self.span_window.seconds > 86400
+                else ("%H:%M:%S" if self.span_window.step_s < 60 else "%H:%M")
+            )
         self._zoomed = False
         self.reset_button.setEnabled(False)
         for view in self.views.values():
@@ -458,7 +460,7 @@ class PerformancePane(QWidget):
                     **labels,
                 )
             )
-            series[line.label] = sorted(steps.items())
+            series[line.label] = _complete(sorted(steps.items()), line.stat, window, until)
         return series
 
     async def _read_stored(self, window: Window, version: int) -> None:
@@ -469,13 +471,18 @@ class PerformancePane(QWidget):
             for chart in CHARTS:
                 labels = filters if chart.labelled else {}
                 data[chart.key] = {
-                    line.label: await self.metrics.query_stored(
-                        line.metric,
-                        since=since,
-                        until=until,
-                        stat=line.stat,
-                        step_s=window.step_s,
-                        **labels,
+                    line.label: _complete(
+                        await self.metrics.query_stored(
+                            line.metric,
+                            since=since,
+                            until=until,
+                            stat=line.stat,
+                            step_s=window.step_s,
+                            **labels,
+                        ),
+                        line.stat,
+                        window,
+                        time.time(),
                     )
                     for line in chart.lines
                 }
@@ -613,6 +620,16 @@ class PerformancePane(QWidget):
             self.status_message.emit(f"The chart could not be saved: {exc}")
             return
         self.status_message.emit(f"Saved {path.name}.")
+
+
+def _complete(points: Series, stat: str, window: Window, now: float) -> Series:
+    """Without the step still filling, for counts and rates: it would read low (a minute's
+    worth of requests counted over the hour it starts), a false drop at the right edge."""
+    if stat in ("count", "sum", "rate_per_min") and points:
+        step = max(window.step_s, 60.0 if window.stored else window.step_s)
+        if points[-1][0] + step > now:
+            return points[:-1]
+    return points
 
 
 def _csv_value(value: float | None) -> str:
