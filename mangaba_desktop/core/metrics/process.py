@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from ..providers.local_model import generating_thread_ids
+from ..providers.local_model import generating_thread_ids, local_model_cpu_seconds
 
 MEBIBYTE = 1024 * 1024
 
@@ -48,9 +48,16 @@ class ProcessSampler:
         model_threads: the native ids of the threads that run the local model.
     """
 
-    def __init__(self, model_threads: Callable[[], Iterable[int]] = generating_thread_ids) -> None:
+    def __init__(
+        self,
+        model_threads: Callable[[], Iterable[int]] = generating_thread_ids,
+        model_cpu_seconds: Callable[[], float] = local_model_cpu_seconds,
+    ) -> None:
         self.process = psutil.Process()
         self.model_threads = model_threads
+        self.model_cpu_seconds = model_cpu_seconds
+        """The local model's own count, for where thread ids do not match (macOS)."""
+        self._last_model_seconds = model_cpu_seconds()
         self._last: tuple[float, float, dict[int, float]] | None = None
         """When the last reading was taken (monotonic), the process's CPU seconds then, and
         each thread's."""
@@ -79,7 +86,12 @@ class ProcessSampler:
             if elapsed > 0:
                 cpu = max(0.0, busy - last_busy) / elapsed * 100.0
                 model_ids = per_thread.keys() & set(self.model_threads())
-                if model_ids:
+                counted = self.model_cpu_seconds()
+                if not model_ids and counted > self._last_model_seconds:
+                    # psutil names threads otherwise here: the model's own count serves.
+                    used = counted - self._last_model_seconds
+                    model_cpu = min(cpu, used / elapsed * 100.0)
+                elif model_ids:
                     # A thread born since the last reading spent all its time in between.
                     used = sum(
                         max(0.0, per_thread[i] - last_per_thread.get(i, 0.0)) for i in model_ids
@@ -87,6 +99,7 @@ class ProcessSampler:
                     # Tick counting can put a thread a little above the precise total.
                     model_cpu = min(cpu, used / elapsed * 100.0)
         self._last = (now, busy, per_thread)
+        self._last_model_seconds = self.model_cpu_seconds()
         return ProcessReading(
             at=time.time(),
             rss_mb=rss / MEBIBYTE,

@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,23 @@ _generating_threads: set[int] = set()
 def generating_thread_ids() -> frozenset[int]:
     """Native ids of the threads local models generate on (ids of ended threads included)."""
     return frozenset(_generating_threads)
+
+
+_cpu_seconds = [0.0]
+_cpu_lock = threading.Lock()
+
+
+def local_model_cpu_seconds() -> float:
+    """CPU seconds the generating threads spent generating, since the app started (counted
+    by the threads themselves: where a platform does not number threads by their native
+    ids, as macOS does not, this is how their share is told apart)."""
+    with _cpu_lock:
+        return _cpu_seconds[0]
+
+
+def _count_cpu(seconds: float) -> None:
+    with _cpu_lock:
+        _cpu_seconds[0] += max(0.0, seconds)
 
 
 class LocalModelError(RuntimeError):
@@ -196,8 +214,12 @@ class LocalModel:
                 stream=True,
                 stopping_criteria=_stop_when(stopped),
             )
+            counted = time.thread_time()
             try:
                 for chunk in chunks:
+                    now = time.thread_time()
+                    _count_cpu(now - counted)
+                    counted = now
                     choice = chunk["choices"][0]
                     text = choice.get("text") or ""
                     if text:
@@ -210,6 +232,7 @@ class LocalModel:
                         break
             finally:
                 chunks.close()
+                _count_cpu(time.thread_time() - counted)
 
 
 def _stop_when(stopped: threading.Event) -> Callable[..., Any]:

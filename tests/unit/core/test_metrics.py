@@ -41,7 +41,10 @@ from mangaba_desktop.core.metrics import (
     percentile,
 )
 from mangaba_desktop.core.metrics.percentiles import RELATIVE_ACCURACY
-from mangaba_desktop.core.providers.local_model import generating_thread_ids
+from mangaba_desktop.core.providers.local_model import (
+    generating_thread_ids,
+    local_model_cpu_seconds,
+)
 from mangaba_desktop.core.store import Database, MessageStatus
 from tests.helpers.db import execute_file, query_file
 from tests.helpers.events import EventLog
@@ -409,6 +412,29 @@ async def test_the_local_models_share_is_its_generating_threads(completions):
     collector = MetricsCollector(EventBus())
     collector.record_process(reading)
     assert collector.latest(LOCAL_MODEL_CPU) == reading.local_model_cpu_percent
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="session")
+async def test_where_thread_ids_do_not_match_the_models_own_count_gives_its_share(completions):
+    # As on macOS, where psutil numbers threads 1..N: no native id matches.
+    sampler = ProcessSampler(model_threads=lambda: set())
+    sampler.read()
+    before = local_model_cpu_seconds()
+
+    async for _piece in completions.stream(
+        completions.default_model,
+        [{"role": "user", "content": "Count from one to twenty in words."}],
+        max_tokens=48,
+        temperature=0.0,
+    ):
+        pass
+    reading = sampler.read()
+
+    assert local_model_cpu_seconds() > before
+    assert reading.local_model_cpu_percent is not None and reading.local_model_cpu_percent > 5
+    assert reading.cpu_percent is not None
+    assert reading.local_model_cpu_percent <= reading.cpu_percent
 
 
 @pytest.mark.asyncio
