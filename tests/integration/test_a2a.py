@@ -219,6 +219,19 @@ async def test_streaming_sends_the_task_first_then_the_answer_as_it_is_written(s
     assert updates[-1].last_chunk and get_artifact_text(updates[-1].artifact) == "Bom dia!"
 
 
+async def test_an_answer_ready_at_once_goes_from_submitted_to_completed(server, http):
+    client = await client_for(http, server.url, streaming=True)
+
+    # get_context answers from memory, without a model: no "working" to report.
+    request = user_message("What do you remember?", skill="get_context")
+    events = [e async for e in client.send_message(request)]
+
+    kinds = [e.WhichOneof("payload") for e in events]
+    assert kinds == ["task", "artifact_update", "status_update"]
+    assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    assert get_artifact_text(events[1].artifact_update.artifact)
+
+
 async def test_cancel_stops_a_slow_task_and_its_hub_request(server, http, runtime, source):
     source.pieces, source.interval = words(200), 0.05
     client = await client_for(http, server.url, streaming=True)

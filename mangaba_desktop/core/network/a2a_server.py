@@ -401,7 +401,6 @@ class HubExecutor(AgentExecutor):
             task = new_task_from_user_message(context.message)
             await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
-        await updater.start_work()
 
         data: dict[str, Any] = dict(context.metadata or {})
         if context.message.HasField("metadata"):
@@ -431,7 +430,17 @@ class HubExecutor(AgentExecutor):
         artifact_id = uuid.uuid4().hex
         appends: list[asyncio.Task[None]] = []
 
+        working: list[asyncio.Task[None]] = []
+
+        def start_working() -> asyncio.Task[None]:
+            # "working" is said once, when the answer takes a while or starts to stream: an
+            # answer ready at once goes from submitted to completed (one event less to send).
+            if not working:
+                working.append(asyncio.ensure_future(updater.start_work()))
+            return working[0]
+
         async def append(piece: str, before: asyncio.Task[None] | None) -> None:
+            await start_working()
             if before is not None:
                 await before
             await updater.add_artifact(
@@ -458,6 +467,9 @@ class HubExecutor(AgentExecutor):
         )
         self._running[task.id] = (request, caller)
         try:
+            await asyncio.wait({request}, timeout=WORKING_AFTER_S)
+            if not request.done():
+                await start_working()
             response = await request
             if appends:
                 await appends[-1]
@@ -533,6 +545,9 @@ class HubExecutor(AgentExecutor):
 def _client_host(call: ServerCallContext | None) -> str:
     return str((call.state if call else {}).get("client_host") or "unknown")
 
+
+WORKING_AFTER_S = 0.05
+"""A task not answered within this long is reported working (a quick answer skips it)."""
 
 SERVER_CONTEXT_PREFIX = "mangaba-"
 """Context ids this server makes for requests that came without one."""
