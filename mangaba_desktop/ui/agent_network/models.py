@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...core.metrics.percentiles import percentile
 from ...core.network import Node, NodeKind, NodeStatus
 
 PREFIX = "model:"
@@ -135,7 +136,7 @@ class ModelEndpoints:
         if endpoint is None or not endpoint.latencies:
             return None, None
         values = sorted(endpoint.latencies)
-        return _rank(values, 0.5) / 1000, _rank(values, 0.95) / 1000
+        return percentile(values, 50) / 1000, percentile(values, 95) / 1000
 
     def median(self, samples: deque[float]) -> float | None:
         return statistics.median(samples) if samples else None
@@ -158,10 +159,3 @@ class ModelEndpoints:
             endpoint.provider = provider
             endpoint.node.location = provider
         return endpoint
-
-
-def _rank(ordered: list[float], q: float) -> float:
-    rank = (len(ordered) - 1) * q
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from ...core import events
 from ...core.events import EventBus
+from ...core.metrics.percentiles import percentile
 from ...core.network import (
     AgentHub,
     AgentMessage,
@@ -68,14 +69,6 @@ HINT = (
     "click lets the layout place it again.</p>"
 )
 EMPTY = "<p style='color:#607d8b'>No agent is on the network yet. Create one with “New agent…”.</p>"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def plural(count: int, word: str) -> str:
@@ -421,8 +414,8 @@ class NetworkPane(QWidget):
         samples = self._latencies.get(node_id)
         if not samples:
             return None, None
-        values = list(samples)
-        return percentile(values, 0.5), percentile(values, 0.95)
+        ordered = sorted(samples)
+        return percentile(ordered, 50), percentile(ordered, 95)
 
     # -- the card ------------------------------------------------------------------------------
 
