@@ -41,6 +41,7 @@ from ...core.network import (
 from ...core.network.local import ACTIONS
 from ...core.settings import SettingsStore
 from ...core.store import AgentStore
+from ..wording import plural
 from .dialogs import BroadcastDialog, ConnectDialog, RequestDialog
 from .events import NetworkEvents
 from .graph import DOT_COLOURS, STATUS_COLOURS, NetworkGraph, duration
@@ -69,10 +70,6 @@ HINT = (
     "click lets the layout place it again.</p>"
 )
 EMPTY = "<p style='color:#607d8b'>No agent is on the network yet. Create one with “New agent…”.</p>"
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}" + ("" if count == 1 else "s")
 
 
 class NetworkPane(QWidget):

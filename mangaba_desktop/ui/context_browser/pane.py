@@ -44,6 +44,7 @@ from ...core.context import (
 )
 from ...core.events import EventBus
 from ...core.store import Agent, AgentStore, Context, ContextType, ConversationStore, Priority
+from ..wording import plural
 from .add_dialog import AddKnowledgeDialog
 from .editor import ERROR_STYLE, ContextEditor
 from .model import COLUMNS, PRIORITY_NAMES, Column, ContextRow, ContextTableModel, type_label
@@ -64,10 +65,6 @@ EMPTY_STORE = (
     "add knowledge with “Add knowledge…”."
 )
 EMPTY_FILTER = "No context matches these filters."
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}" + ("" if count == 1 else "s")
 
 
 class ContextEvents(QObject):
