@@ -176,7 +176,7 @@ class Application:
         for url in settings.remote_agents:
             self.spawn(self._reconnect(url, keys))
         if settings.a2a_server and self.window.sharing is not None:
-            self.spawn(self._share(settings))
+            self.spawn(self.window.share(settings, actor="app"))
 
     async def _reconnect(self, url: str, keys: Any) -> None:
         from .agent_network.remote import reconnect_until_reachable
@@ -198,10 +198,6 @@ class Application:
             wanted=lambda: url in store.settings.remote_agents,
             on_failure=failed,
         )
-
-    async def _share(self, settings: Any) -> None:
-        assert self.window.sharing is not None
-        self.window.show_status(await self.window.sharing.apply(settings), 15000)
 
     async def _start_outbox(self) -> None:
         assert self.runtime is not None

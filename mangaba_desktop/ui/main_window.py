@@ -32,13 +32,12 @@ if TYPE_CHECKING:
 
 LAYOUT_VERSION = 1
 
-_WAITING = {
-    "context": "Opening what your agents remember…",
-    "network": "Opening the agent network…",
-    "performance": "Opening the performance charts…",
-}
-
-_SIDE_PANES = (("context", "Context"), ("network", "Agent network"), ("performance", "Performance"))
+_SIDE_PANES = (
+    # name, title, what shows while it opens
+    ("context", "Context", "Opening what your agents remember…"),
+    ("network", "Agent network", "Opening the agent network…"),
+    ("performance", "Performance", "Opening the performance charts…"),
+)
 
 
 class MainWindow(QMainWindow):
@@ -80,8 +79,8 @@ class MainWindow(QMainWindow):
         self.chat_dock = self._dock("chat", "Chat", loading)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.chat_dock)
         self.side_docks: list[QDockWidget] = []
-        for name, title in _SIDE_PANES:
-            waiting = QLabel(_WAITING[name])
+        for name, title, opening in _SIDE_PANES:
+            waiting = QLabel(opening)
             waiting.setAlignment(Qt.AlignmentFlag.AlignCenter)
             dock = self._dock(name, title, waiting)
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
@@ -487,11 +486,12 @@ class MainWindow(QMainWindow):
     def _on_sharing_settings(self, settings: Any) -> None:
         """Sharing changed in Settings (or the Share dialog): the server follows."""
         if self.sharing is not None and self._spawn is not None and self.sharing.differs(settings):
-            self._spawn(self._share(settings))
+            self._spawn(self.share(settings))
 
-    async def _share(self, settings: Any) -> None:
+    async def share(self, settings: Any, *, actor: str = "user") -> None:
+        """Serve the agents as ``settings`` say (by ``actor``, for the audit log) and say so."""
         assert self.sharing is not None
-        self.show_status(await self.sharing.apply(settings, actor="user"), 15000)
+        self.show_status(await self.sharing.apply(settings, actor=actor), 15000)
 
     def _on_settings(self) -> None:
         if self.runtime is None or self.runtime.settings is None or self._spawn is None:

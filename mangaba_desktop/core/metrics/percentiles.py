@@ -47,6 +47,14 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def p50_p95(samples: Iterable[float]) -> tuple[float | None, float | None]:
+    """The median and 95th percentile of ``samples`` (in any order); None, None without any."""
+    ordered = sorted(samples)
+    if not ordered:
+        return None, None
+    return percentile(ordered, 50), percentile(ordered, 95)
+
+
 def stat_of_values(values: Sequence[float], stat: str, step_s: float) -> float:
     """``stat`` of the raw ``values`` of one step of ``step_s`` seconds, exactly."""
     if stat == "count":

@@ -252,7 +252,9 @@ class A2AServer:
         port = sock.getsockname()[1]
         host = self.host
         if host in ("0.0.0.0", "::", ""):
-            host = socket.getfqdn()  # a wildcard address is not one a client can reach
+            # A wildcard address is not one a client can reach; the name may take a DNS
+            # lookup, so not on the loop.
+            host = await asyncio.to_thread(socket.getfqdn)
         shown = f"[{host}]" if ":" in host else host
         self._url = self.public_url or f"http://{shown}:{port}/"
         self._port = port

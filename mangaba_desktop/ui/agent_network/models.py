@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...core.metrics.percentiles import percentile
+from ...core.metrics.percentiles import p50_p95
 from ...core.network import Node, NodeKind, NodeStatus
 
 PREFIX = "model:"
@@ -133,10 +133,10 @@ class ModelEndpoints:
     def latency(self, model_node: str) -> tuple[float | None, float | None]:
         """The p50 and p95 of its calls, in seconds."""
         endpoint = self.endpoints.get(model_node)
-        if endpoint is None or not endpoint.latencies:
+        p50, p95 = p50_p95(endpoint.latencies if endpoint is not None else ())
+        if p50 is None or p95 is None:
             return None, None
-        values = sorted(endpoint.latencies)
-        return percentile(values, 50) / 1000, percentile(values, 95) / 1000
+        return p50 / 1000, p95 / 1000
 
     def median(self, samples: deque[float]) -> float | None:
         return statistics.median(samples) if samples else None

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from ...core import events
 from ...core.events import EventBus
-from ...core.metrics.percentiles import percentile
+from ...core.metrics.percentiles import p50_p95
 from ...core.network import (
     AgentHub,
     AgentMessage,
@@ -408,11 +408,7 @@ class NetworkPane(QWidget):
 
     def latency(self, node_id: str) -> tuple[float | None, float | None]:
         """The p50 and p95 of the time ``node_id`` took to answer requests, in seconds."""
-        samples = self._latencies.get(node_id)
-        if not samples:
-            return None, None
-        ordered = sorted(samples)
-        return percentile(ordered, 50), percentile(ordered, 95)
+        return p50_p95(self._latencies.get(node_id, ()))
 
     # -- the card ------------------------------------------------------------------------------
 
