@@ -291,15 +291,18 @@ class Settings(BaseModel):
         return self
 
 
+def changed_fields(before: Settings, after: Settings) -> list[str]:
+    """The names of the fields whose values differ, in declaration order."""
+    return [name for name in Settings.model_fields if getattr(before, name) != getattr(after, name)]
+
+
 def describe_changes(before: Settings, after: Settings) -> list[str]:
     """What differs between two settings, for the audit log: the fields that changed, with the
     new value of flags and numbers only (text may hold an address with a password in it, or a
     prompt), and for providers which were added, removed or changed (and in which fields)."""
     changes = []
-    for name in Settings.model_fields:
+    for name in changed_fields(before, after):
         old, new = getattr(before, name), getattr(after, name)
-        if old == new:
-            continue
         if name == "providers":
             changes.append(_provider_changes(old, new))
         elif isinstance(new, bool | int | float):
@@ -395,12 +398,12 @@ class SettingsStore:
         return settings
 
     def _record(self, before: Settings, after: Settings, actor: str) -> None:
-        changes = describe_changes(before, after)
-        if self.audit is None or not changes:
+        if self.audit is None:
             return
-        fields = [
-            name for name in Settings.model_fields if getattr(before, name) != getattr(after, name)
-        ]
+        fields = changed_fields(before, after)
+        if not fields:
+            return
+        changes = describe_changes(before, after)
         self.audit.record(
             "settings.changed",
             actor=actor,

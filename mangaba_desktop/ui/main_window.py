@@ -494,9 +494,8 @@ class MainWindow(QMainWindow):
         self.show_status(await self.sharing.apply(settings, actor=actor), 15000)
 
     def _on_settings(self) -> None:
-        if self.runtime is None or self.runtime.settings is None or self._spawn is None:
-            return
-        if self.keys is None:
+        runtime = self.runtime
+        if runtime is None or runtime.settings is None or self._spawn is None or self.keys is None:
             return
         from .settings import SettingsDialog
 
