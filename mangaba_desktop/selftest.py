@@ -118,6 +118,9 @@ async def _self_test(out: TextIO) -> int:
         async def window() -> str:
             return _draw_offscreen()
 
+        async def text() -> str:
+            return _text_services()
+
         async def keyring() -> str:
             from .core.providers.secrets import KeyStore
 
@@ -132,6 +135,7 @@ async def _self_test(out: TextIO) -> int:
                 await test.run("plugins", plugins, required=True)
             await test.run("model catalogue", prices, required=True)
             await test.run("window and charts", window, required=True)
+            await test.run("text services", text, required=True)
             await test.run("keyring", keyring, required=False)
         finally:
             if runtime is not None:
@@ -163,6 +167,43 @@ def _draw_offscreen() -> str:
         raise RuntimeError("Qt drew nothing")
     platform_name = app.platformName()
     return f"PySide6 {qt_version} on the {platform_name} platform, pyqtgraph {pg.__version__}"
+
+
+LEGACY_ENCODINGS = ("Shift_JIS", "EUC-KR", "GBK", "Big5", "windows-1251", "KOI8-R")
+
+
+def _text_services() -> str:
+    """What Qt asks of ICU on Linux (and of the OS elsewhere), which the Linux build trims to
+    what Qt reads: locale-aware sorting, case mapping, legacy character sets, zone names."""
+    from functools import cmp_to_key
+
+    from PySide6.QtCore import QCollator, QLocale, QStringDecoder, QTimeZone
+
+    def collated(locale: str) -> list[str]:
+        collator = QCollator(QLocale(locale))
+        return sorted(["z", "ö", "a"], key=cmp_to_key(collator.compare))
+
+    problems = []
+    # Swedish sorts ö after z, German between a and z: both tailorings are there.
+    if collated("sv_SE") != ["a", "z", "ö"] or collated("de_DE") != ["a", "ö", "z"]:
+        problems.append(f"sorting is not locale-aware (sv {collated('sv_SE')})")
+    if QLocale("tr_TR").toUpper("i") != "İ":
+        problems.append("Turkish case mapping is missing")
+    detail = "locale-aware sorting and case mapping"
+    if sys.platform.startswith("linux"):
+        # Through ICU, whose data the Linux build trims: these must have stayed.
+        missing = [name for name in LEGACY_ENCODINGS if not QStringDecoder(name).isValid()]
+        if missing:
+            problems.append(f"no decoder for {', '.join(missing)}")
+        zone = QTimeZone(b"Europe/Berlin").displayName(
+            QTimeZone.TimeType.StandardTime, QTimeZone.NameType.LongName, QLocale("en_US")
+        )
+        if not zone:
+            problems.append("time zones have no names")
+        detail += f", {len(LEGACY_ENCODINGS)} legacy encodings, zone names (“{zone}”)"
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    return detail
 
 
 def _version(package: str) -> str:

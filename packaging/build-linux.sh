@@ -30,9 +30,14 @@ rm -rf build/pyinstaller dist/mangaba-desktop
 BINARY=dist/mangaba-desktop/mangaba-desktop
 
 stage "strip debug symbols"
-# Not numpy's: its bundled OpenBLAS does not survive strip (the self-test below would say).
-find dist/mangaba-desktop -name '*.so*' -type f ! -path '*/numpy*' \
+# Not numpy's bundled OpenBLAS: it does not survive strip (the self-test below would say).
+find dist/mangaba-desktop -name '*.so*' -type f ! -path '*/numpy.libs/*' \
     -exec strip --strip-unneeded {} + 2>/dev/null || true
+
+stage "trim Qt's ICU data to what Qt reads"
+# 31 MB of locale display names, dictionaries and code pages Qt never asks for (see the
+# script). Without ICU's tools (Debian: icu-devtools) the data stays whole.
+"$PYTHON" packaging/trim_icu.py dist/mangaba-desktop || [[ $? == 2 ]]
 
 # PyInstaller copies a library's symbolic links as files: llama.cpp's come twice (the name it
 # loads and the name the others link to). Links again.

@@ -47,6 +47,7 @@ def test_the_self_test_checks_every_part_and_passes_with_a_safe_keyring(tmp_path
         "plugins": "[ok  ]",
         "model catalogue": "[ok  ]",
         "window and charts": "[ok  ]",
+        "text services": "[ok  ]",
         "keyring": "[ok  ]",
     }
     assert "smollm2" in done.stdout and "answered “" in done.stdout
