@@ -166,7 +166,22 @@ def _draw_offscreen() -> str:
     if image.isNull() or image.width() < 100:
         raise RuntimeError("Qt drew nothing")
     platform_name = app.platformName()
-    return f"PySide6 {qt_version} on the {platform_name} platform, pyqtgraph {pg.__version__}"
+    return (
+        f"PySide6 {qt_version} on the {platform_name} platform, pyqtgraph {pg.__version__}, "
+        f"{_numpy()}"
+    )
+
+
+def _numpy() -> str:
+    """numpy's version and BLAS (the Linux build bundles one without: the charts need none)."""
+    import numpy
+
+    try:
+        blas = numpy.show_config(mode="dicts")["Build Dependencies"].get("blas", {})
+        name = blas.get("name") if blas.get("found") else None
+    except Exception:  # the build information is optional; the version is enough
+        return f"numpy {numpy.__version__}"
+    return f"numpy {numpy.__version__} (BLAS: {name or 'none'})"
 
 
 LEGACY_ENCODINGS = ("Shift_JIS", "EUC-KR", "GBK", "Big5", "windows-1251", "KOI8-R")
