@@ -1,6 +1,7 @@
 """Command line: ``mangaba-desktop [--data-dir DIR]`` opens the app;
 ``mangaba-desktop serve --agent NAME`` runs one agent as an A2A server without a window;
-``mangaba-desktop --self-test`` checks the installation and exits."""
+``mangaba-desktop --self-test`` checks the installation and exits;
+``mangaba-desktop --install-desktop-entry`` adds it to the Linux menu."""
 
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="check this installation without a window (a temporary data folder, one turn "
         "on the embedded model, the keyring), print a report and exit (0: it works)",
+    )
+    entry = parser.add_mutually_exclusive_group()
+    entry.add_argument(
+        "--install-desktop-entry",
+        action="store_true",
+        help="Linux: add this copy of the app to the menu, for you (a desktop entry and its "
+        "icon in ~/.local/share), and exit",
+    )
+    entry.add_argument(
+        "--remove-desktop-entry",
+        action="store_true",
+        help="Linux: take the app out of the menu again, and exit",
     )
     parser.add_argument(
         "--quit-after-paint",
@@ -70,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         from .selftest import run as self_test
 
         return self_test()
+    if args.install_desktop_entry or args.remove_desktop_entry:
+        from .desktop_entry import main as desktop_entry
+
+        return desktop_entry("install" if args.install_desktop_entry else "remove")
     from .ui.app import run
 
     return run(args)
