@@ -86,6 +86,11 @@ stage "self-test of the built binary"
 SCRATCH=$(mktemp -d)
 trap 'rm -rf "$SCRATCH"' EXIT
 HOME=$SCRATCH "$BINARY" --self-test
+# The menu entry it writes for itself points at this folder and is valid.
+HOME=$SCRATCH XDG_DATA_HOME=$SCRATCH/share "$BINARY" --install-desktop-entry
+ENTRY=$SCRATCH/share/applications/io.github.mangaba.Desktop.desktop
+grep -qxF "Exec=$ROOT/$BINARY" "$ENTRY"
+if command -v desktop-file-validate >/dev/null 2>&1; then desktop-file-validate "$ENTRY"; fi
 
 stage "size and cold start"
 SIZE_BYTES=$(du -sb dist/mangaba-desktop | cut -f1)
