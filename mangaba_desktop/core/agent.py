@@ -26,7 +26,7 @@ from .chat import ChatService
 from .context.store import ContextStore
 from .events import EventBus
 from .metrics import MetricsCollector
-from .network import AgentHub, NetworkError
+from .network import AgentHub, NetworkError, NodeKind, NodeStatus
 from .network.hub import DEFAULT_TIMEOUT_S
 from .network.local import LocalAgents
 from .outbox import Outbox
@@ -82,6 +82,7 @@ class Runtime:
         self.contexts = ContextStore(database, self.bus)
         self.plugins = PluginManager(self.bus, settings=settings, contexts=self.contexts)
         """Loaded by :meth:`start` (or :meth:`PluginManager.load_installed`)."""
+        self.network = AgentHub(self.bus, database)
         self.chat = ChatService(
             self.conversations,
             completions,
@@ -90,12 +91,15 @@ class Runtime:
             contexts=self.contexts,
             settings=settings,
             plugins=self.plugins,
+            network=self.network,
         )
         if settings is not None:
             self.contexts.cap_per_agent = settings.settings.context_cap
             settings.subscribe(self._on_settings)
         self.outbox = Outbox(self.chat, self.bus)
-        self.network = AgentHub(self.bus, database)
+        # A remote agent that is back takes the messages that waited for it at once.
+        self._offline_remotes: set[str] = set()
+        self.bus.subscribe(events.NETWORK_NODE, self._on_node)
         self.local_agents = LocalAgents(
             self.network, self.agents, self.conversations, self.chat, self.contexts, self.bus
         )
@@ -108,6 +112,17 @@ class Runtime:
         await self.outbox.start()
         await self.local_agents.start()
         await self.audit.prune()
+
+    def _on_node(self, _name: str, payload: dict[str, Any]) -> None:
+        node = payload.get("node")
+        if node is None or node.kind != NodeKind.REMOTE:
+            return
+        if payload.get("removed") or node.status == NodeStatus.OFFLINE:
+            self._offline_remotes.add(node.location or node.id)
+        elif (node.location or node.id) in self._offline_remotes:
+            self._offline_remotes.discard(node.location or node.id)
+            if self.outbox.waiting:
+                self.outbox.nudge()
 
     def _on_settings(self, settings: Settings) -> None:
         self.contexts.cap_per_agent = settings.context_cap

@@ -31,6 +31,8 @@ from .context.passages import MAX_CONTEXT_CHARS, digest, split_passages
 from .context.retrieval import RetrievedContext
 from .context.store import ContextStore, insert_context, touch_contexts
 from .events import EventBus
+from .network.hub import AgentHub
+from .network.remote_chat import ask_remote_agent, is_remote_agent
 from .plugins import PluginManager, Request, Response, may_leave_this_computer
 from .plugins.hooks import AFTER_RESPONSE, BEFORE_REQUEST
 from .providers.completions import without_credentials
@@ -101,6 +103,8 @@ class ChatService:
         rate_limiter: requests per agent; a generous default.
         settings: the user's settings (model parameters, system prompt, agent rate limit).
         plugins: the plugins, which see prompts and replies and answer their own commands.
+        network: the agent network, through which a chat whose model is a remote agent
+            (``a2a:<address>``) asks that agent.
     """
 
     def __init__(
@@ -116,8 +120,10 @@ class ChatService:
         params: dict[str, Any] | None = None,
         settings: SettingsStore | None = None,
         plugins: PluginManager | None = None,
+        network: AgentHub | None = None,
     ) -> None:
         self.store = store
+        self.network = network
         self.plugins = plugins
         self.completions = completions
         self.bus = bus
@@ -381,6 +387,8 @@ class ChatService:
         window = prompts.history_window(history, budget.history_chars)
         found: list[RetrievedContext] = []
         retrieval_ms: float | None = None
+        # A remote agent answers from its own memory: only the question goes to it.
+        use_context = use_context and not is_remote_agent(model)
         if use_context and self.contexts is not None and agent is not None:
             query = command.retrieval_text() if command else commands.unescape(question.content)
             searching_since = time.perf_counter()
@@ -548,7 +556,7 @@ class ChatService:
         )
         try:
             messages = await self._before_request(plan, model, reply)
-            async for piece in self.completions.stream(model, messages, **plan.params):
+            async for piece in self._pieces(model, messages, plan):
                 if piece.usage:
                     usage = piece.usage
                 for name in ("model", "provider", "cost", "notice"):
@@ -662,10 +670,32 @@ class ChatService:
             self.contexts.notify_changed(
                 added=plan.remembered_ids, agent_id=plan.agent.id, session_id=plan.session_id
             )
-            self._spawn_upkeep(plan.agent.id, plan.session_id, model, plan.params)
+            if is_remote_agent(model):
+                # Summaries of this agent's memory are written by a model, not a remote agent.
+                upkeep_model = plan.agent.model or self.model or self.completions.default_model
+                self._spawn_upkeep(plan.agent.id, plan.session_id, upkeep_model, {})
+            else:
+                self._spawn_upkeep(plan.agent.id, plan.session_id, model, plan.params)
         if cancelled_again:
             raise asyncio.CancelledError
         return stored
+
+    def _pieces(
+        self, model: str, messages: list[dict[str, str]], plan: TurnPlan
+    ) -> AsyncIterator[Any]:
+        """The reply as it is written: by the model, or by the remote agent the chat asks."""
+        if not is_remote_agent(model):
+            return self.completions.stream(model, messages, **plan.params)
+        # The question as the plugins left it (masked, for one), without the persona.
+        question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        return ask_remote_agent(
+            self.network,
+            model,
+            sender=plan.agent.id if plan.agent else None,
+            # One thread on the remote agent per chat.
+            thread=plan.session_id,
+            text=question,
+        )
 
     def _store_turn(
         self,

@@ -228,6 +228,7 @@ class MainWindow(QMainWindow):
             outbox=runtime.outbox,
             settings=runtime.settings,
             audit=runtime.audit,
+            network=runtime.network,
         )
         self.chat_pane.status_message.connect(self.show_status)
         self.chat_pane.reply_speed.connect(self._on_reply_speed)

@@ -163,9 +163,10 @@ class RemoteAgent:
         this when the caller gives up, and that cancels the remote task too."""
         return await self._send(message)
 
-    def _context_of(self, sender: str) -> str:
+    def _context_of(self, sender: str, thread: str | None = None) -> str:
         where = self.card.supported_interfaces[0].url if self.card.supported_interfaces else ""
-        return uuid.uuid5(uuid.NAMESPACE_URL, f"{where}#{sender}").hex
+        asker = f"{sender}#{thread}" if thread else sender
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"{where}#{asker}").hex
 
     async def _send(self, message: AgentMessage) -> dict[str, Any]:
         metadata = Struct()
@@ -176,9 +177,9 @@ class RemoteAgent:
             message=Message(
                 role=Role.ROLE_USER,
                 message_id=uuid.uuid4().hex,
-                # One thread per asker: the remote agent keeps a conversation with each of
-                # this app's agents, and remembers what each said before.
-                context_id=self._context_of(message.sender),
+                # One thread per asker (and per chat, for a chat with the remote agent): the
+                # remote agent keeps a conversation with each, and remembers what was said.
+                context_id=self._context_of(message.sender, _thread_of(message)),
                 parts=[Part(text=_text_of(message))],
                 metadata=metadata,
             ),
@@ -286,6 +287,11 @@ class _Answer:
             state = TaskState.Name(self.state).removeprefix("TASK_STATE_").lower()
             raise NetworkError(f"{name} stopped answering (the task is {state}).")
         return {"text": "\n".join(self.artifacts.values()), "task_id": self.task_id}
+
+
+def _thread_of(message: AgentMessage) -> str | None:
+    thread = message.content.get("thread")
+    return str(thread) if thread else None
 
 
 def _text_of(message: AgentMessage) -> str:

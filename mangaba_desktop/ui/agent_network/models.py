@@ -14,6 +14,7 @@ from typing import Any
 
 from ...core.metrics.percentiles import p50_p95
 from ...core.network import Node, NodeKind, NodeStatus
+from ...core.network.remote_chat import is_remote_agent
 
 PREFIX = "model:"
 SAMPLES = 200
@@ -63,7 +64,8 @@ class ModelEndpoints:
         has no agent or no model to draw."""
         agent_id, model = payload.get("agent_id"), payload.get("model")
         request_id = str(payload.get("request_id") or "")
-        if not agent_id or not model or not request_id:
+        # A chat answered by a remote agent is drawn as the network request it is, not a model.
+        if not agent_id or not model or not request_id or is_remote_agent(model):
             return None
         endpoint = self._endpoint(model, None)
         endpoint.agents.add(agent_id)

@@ -42,6 +42,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.network.remote_chat import is_remote_agent
+from ...core.network.remote_chat import label as remote_label
 from ...core.store import ConversationStore, Message
 
 MessageRole = Qt.ItemDataRole.UserRole + 1
@@ -299,7 +301,9 @@ class MessageDelegate(QStyledItemDelegate):
         parts.append(time.strftime("%d %b %H:%M", time.localtime(message.created_at)))
         note = STATUS_NOTES.get(message.status)
         if message.role == "assistant":
-            if message.model:
+            if message.model and is_remote_agent(message.model):
+                parts.append(remote_label(message.model))
+            elif message.model:
                 parts.append(message.model.split("/", 1)[-1])
             if note:
                 parts.append(note)

@@ -31,6 +31,8 @@ from ...core import events, export
 from ...core.audit import AuditLog
 from ...core.chat import ChatService
 from ...core.events import EventBus
+from ...core.network import AgentHub, NodeKind, NodeStatus
+from ...core.network.remote_chat import find_node, is_remote_agent, model_for
 from ...core.outbox import Outbox
 from ...core.ratelimit import RateLimited
 from ...core.settings import SettingsStore
@@ -73,6 +75,7 @@ class ChatPane(QWidget):
         outbox: Outbox | None = None,
         settings: SettingsStore | None = None,
         audit: AuditLog | None = None,
+        network: AgentHub | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("chat-pane")
@@ -82,8 +85,11 @@ class ChatPane(QWidget):
         self.agents = agents
         self.outbox = outbox
         self.settings = settings
+        self.network = network
+        """Whose remote agents can answer in a chat (they are offered with the models)."""
         self.bus = bus
         self._unsubscribe_agents: Callable[[], None] | None = None
+        self._unsubscribe_nodes: Callable[[], None] | None = None
         self.spawn = spawn
         self.bridge = EventBridge(bus, self)
         self.current: Conversation | None = None
@@ -243,6 +249,9 @@ class ChatPane(QWidget):
             await self.load_agents()
         if self.settings is not None:
             self.settings.subscribe(lambda _settings: self.load_models())
+        if self.network is not None:
+            # A remote agent reached, lost or renamed: the picker says so.
+            self._unsubscribe_nodes = self.bus.subscribe(events.NETWORK_NODE, self._on_node_changed)
         self.load_models()
         conversations = await self.store.list()
         self.conversations.set_all(conversations)
@@ -261,6 +270,9 @@ class ChatPane(QWidget):
         if self._unsubscribe_agents is not None:
             self._unsubscribe_agents()
             self._unsubscribe_agents = None
+        if self._unsubscribe_nodes is not None:
+            self._unsubscribe_nodes()
+            self._unsubscribe_nodes = None
 
     # -- conversations -------------------------------------------------------------------------
 
@@ -420,7 +432,8 @@ class ChatPane(QWidget):
     # -- models --------------------------------------------------------------------------------
 
     def load_models(self) -> None:
-        """Fill the model picker from the settings: the default first, then every model."""
+        """Fill the model picker from the settings: the default first, then every model,
+        then the remote agents added in Settings ▸ Agent network."""
         models = self.settings.settings.models() if self.settings else []
         self.model_combo.clear()
         self.model_combo.addItem("Default model", None)
@@ -429,7 +442,36 @@ class ChatPane(QWidget):
         )
         for model in models:
             self.model_combo.addItem(model, model)
+        remote = self.settings.settings.remote_agents if self.settings else []
+        if remote:
+            self.model_combo.insertSeparator(self.model_combo.count())
+        for url in remote:
+            text, tip = self._remote_choice(url)
+            self.model_combo.addItem(text, model_for(url))
+            self.model_combo.setItemData(
+                self.model_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole
+            )
         self._show_model_of(self.current)
+
+    def _remote_choice(self, url: str) -> tuple[str, str]:
+        """A remote agent as the model picker shows it: its name and whether it is reachable."""
+        node = find_node(self.network, model_for(url)) if self.network is not None else None
+        offline = node is None or node.status == NodeStatus.OFFLINE
+        name = node.name.removesuffix(" (unreachable)") if node is not None else url
+        text = f"Remote agent · {name}" + (" (offline)" if offline else "")
+        tip = (
+            f"{name} at {url} answers in this chat, through the agent network: the chat's "
+            "agent asks it. Only your message is sent (no persona, no memories); the remote "
+            "agent keeps this chat's conversation."
+        )
+        if offline:
+            tip += " It cannot be reached now: a message sent to it fails, and stays here."
+        return text, tip
+
+    def _on_node_changed(self, _name: str, payload: dict[str, Any]) -> None:
+        node = payload.get("node")
+        if node is None or getattr(node, "kind", None) == NodeKind.REMOTE:
+            self.load_models()
 
     def _show_model_of(self, conversation: Conversation | None) -> None:
         model = conversation.model if conversation is not None else None
@@ -446,6 +488,8 @@ class ChatPane(QWidget):
         if model != self.current.model:
             self.spawn(self.store.set_model(self.current.id, model))
             shown = model or "the default model"
+            if is_remote_agent(model):
+                shown = self.model_combo.currentText().removeprefix("Remote agent · ")
             self.status_message.emit(f"Replies in this chat now come from {shown}.")
 
     async def refresh_usage(self) -> None:

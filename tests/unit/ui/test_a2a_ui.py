@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from keyring.errors import PasswordDeleteError
-from PySide6.QtCore import QUrl
+from PySide6.QtCore import Qt, QUrl
 
 from mangaba_desktop.core.agent import Runtime
 from mangaba_desktop.core.network import AgentOffline, NodeKind, NodeStatus
@@ -327,5 +327,63 @@ def test_sharing_is_turned_on_and_off_from_the_settings(loop, data_dir, default_
             await until(lambda: sharing.url is None)
             with pytest.raises(httpx.ConnectError):
                 await card_at(url)
+
+    loop.run_until_complete(scenario())
+
+
+def test_a_remote_agent_is_chosen_in_the_chat_pane_and_answers_there(loop, tmp_path, data_dir):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    configure(data_dir, remote_agents=[url])
+    remote_dir = tmp_path / "remote"
+    remote_dir.mkdir()
+
+    def remote_choice(pane) -> tuple[int, str]:
+        combo = pane.model_combo
+        index = combo.findData(f"a2a:{url}")
+        return index, combo.itemText(index) if index >= 0 else ""
+
+    async def scenario() -> None:
+        remote = await Runtime.open(remote_dir, completions=ScriptedSource(["Bom ", "dia!"]))
+        default = await remote.agents.default()
+        await remote.agents.update(default.id, name="Faraway")
+        server = A2AServer(remote, port=port)
+        await server.start()
+        try:
+            async with running_app(data_dir) as app:
+                pane = app.pane
+                await pane._new_conversation()
+                await until(lambda: pane.current is not None)
+                # Offered with the models, by name, once it is reached.
+                await until(lambda: remote_choice(pane)[1] == "Remote agent · Faraway", 10)
+                index, _text = remote_choice(pane)
+                tip = pane.model_combo.itemData(index, Qt.ItemDataRole.ToolTipRole)
+                assert "Only your message is sent" in tip
+                pane.model_combo.setCurrentIndex(index)
+                pane.model_combo.activated.emit(index)
+                await until(lambda: pane.current.model == f"a2a:{url}")
+                assert "Faraway" in app.window.statusBar().currentMessage()
+
+                finished = app.reply_finished()
+                await pane.send("Bom dia?")
+                reply = (await asyncio.wait_for(finished, 30))["message"]
+                assert (reply.status, reply.content) == ("complete", "Bom dia!")
+                assert f"127.0.0.1:{port} · A2A" in pane.message_view.delegate.header(reply)
+                # In the network pane it is the agent's request to Faraway, not a model.
+                graph = network_pane(app).graph
+                await until(lambda: any(n.startswith("a2a:") for n in graph.nodes))
+                assert not any(n.startswith("model:a2a:") for n in graph.nodes)
+
+                # The agent goes away: the picker says it is offline.
+                await server.stop()
+                node = next(
+                    n for n in app.application.runtime.network.nodes.values() if n.location == url
+                )
+                app.application.runtime.network.set_status(node.id, NodeStatus.OFFLINE)
+                await until(lambda: remote_choice(pane)[1].endswith("(offline)"))
+                assert pane.model_combo.currentData() == f"a2a:{url}"
+        finally:
+            await server.stop()
+            await remote.close()
 
     loop.run_until_complete(scenario())

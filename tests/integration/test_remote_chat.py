@@ -1,0 +1,204 @@
+"""A chat answered by a remote agent: the Chat pane's model is ``a2a:<address>``, and each turn
+goes over A2A (a real server on 127.0.0.1, another runtime behind it) from the chat's agent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_asyncio
+
+from mangaba_desktop.core.agent import Runtime
+from mangaba_desktop.core.network import NodeStatus
+from mangaba_desktop.core.network.a2a_client import add_remote_agent
+from mangaba_desktop.core.network.a2a_server import A2AServer
+from mangaba_desktop.core.network.remote_chat import label, model_for
+from mangaba_desktop.core.store import MessageStatus
+from tests.helpers.sources import ScriptedSource, words
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+
+
+@pytest_asyncio.fixture
+async def far_source() -> ScriptedSource:
+    return ScriptedSource(["Olá ", "de ", "longe!"])
+
+
+@pytest_asyncio.fixture
+async def near_source() -> ScriptedSource:
+    return ScriptedSource(["from this computer"])
+
+
+@pytest_asyncio.fixture
+async def far(tmp_path, far_source) -> AsyncIterator[Runtime]:
+    """The other computer: a runtime whose agent answers over A2A."""
+    opened = await Runtime.open(tmp_path / "far", completions=far_source)
+    default = await opened.agents.default()
+    await opened.agents.update(default.id, name="Ana", persona="You are Ana, far away.")
+    yield opened
+    await opened.close()
+
+
+@pytest_asyncio.fixture
+async def server(far) -> AsyncIterator[A2AServer]:
+    running = A2AServer(far)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest_asyncio.fixture
+async def near(tmp_path, near_source) -> AsyncIterator[Runtime]:
+    """This computer: where the user chats."""
+    opened = await Runtime.open(tmp_path / "near", completions=near_source)
+    default = await opened.agents.default()
+    await opened.agents.update(default.id, persona="You are the local assistant. SECRET-PERSONA")
+    await opened.local_agents.sync()
+    yield opened
+    await opened.close()
+
+
+async def chat_with_remote(near: Runtime, server: A2AServer) -> tuple[int, str]:
+    await add_remote_agent(near, server.url)
+    model = model_for(server.url)
+    conversation = await near.conversations.create("With Ana", model=model)
+    assert conversation.id is not None
+    return conversation.id, model
+
+
+async def answered(near: Runtime, conversation_id: int, text: str):
+    await near.chat.send(conversation_id, text)
+    reply = await near.chat.wait(conversation_id)
+    assert reply is not None
+    return reply
+
+
+async def test_the_remote_agent_answers_in_the_chat_as_it_writes(near, server, far_source):
+    conversation_id, model = await chat_with_remote(near, server)
+    pieces: list[str] = []
+    near.bus.subscribe("message.delta", lambda _n, p: pieces.append(p["delta"]))
+
+    reply = await answered(near, conversation_id, "Bom dia, Ana?")
+
+    assert reply.status == MessageStatus.COMPLETE
+    assert reply.content == "Olá de longe!"
+    assert "".join(pieces) == "Olá de longe!" and len(pieces) == 3
+    assert reply.model == model and reply.provider == "a2a"
+    assert label(model) == f"{urlsplit(server.url).netloc} · A2A"
+    # The remote agent got the user's words, not this computer's persona or memories.
+    [asked] = far_source.requests
+    assert asked["messages"][-1] == {"role": "user", "content": "Bom dia, Ana?"}
+    assert not any("SECRET-PERSONA" in m["content"] for m in asked["messages"])
+    # Over the agent network, from the chat's agent: the network pane draws it.
+    default = await near.agents.default()
+    history = await near.network.history(agent_id=default.id)
+    assert [m.type for m in history] == ["request", "response"]
+    assert history[0].receiver.startswith("a2a:")
+
+
+async def test_each_chat_is_its_own_conversation_on_the_remote_agent(near, server, far):
+    first, _model = await chat_with_remote(near, server)
+    second = await near.conversations.create("Ana again", model=model_for(server.url))
+
+    await answered(near, first, "Primeira pergunta")
+    await answered(near, second.id, "Outra conversa")
+    await answered(near, first, "Segunda pergunta")
+
+    asked = []
+    for conversation in await far.conversations.list():
+        if conversation.title.startswith("A2A client"):
+            history = await far.conversations.history(conversation.id)
+            asked.append([m.content for m in history if m.role == "user"])
+    assert sorted(asked) == [["Outra conversa"], ["Primeira pergunta", "Segunda pergunta"]]
+
+
+async def test_the_local_model_is_not_asked_and_the_turn_is_remembered_here(
+    near, server, near_source
+):
+    conversation_id, _model = await chat_with_remote(near, server)
+
+    await answered(near, conversation_id, "Lembra disto")
+    await near.chat.wait_upkeep()
+
+    assert near_source.requests == []
+    default = await near.agents.default()
+    conversation = await near.conversations.get(conversation_id)
+    remembered = await near.contexts.summary(default.id, conversation.session_id)
+    assert "Lembra disto" in remembered and "Olá de longe!" in remembered
+
+
+async def test_stop_ends_the_remote_task_and_keeps_what_was_written(near, server, far_source):
+    far_source.pieces, far_source.interval = words(200), 0.05
+    conversation_id, _model = await chat_with_remote(near, server)
+    await near.chat.send(conversation_id, "Conta uma história longa")
+    for _ in range(200):
+        history = await near.conversations.history(conversation_id)
+        if far_source.requests and len(history) == 2:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # a few words arrive
+
+    near.chat.stop(conversation_id)
+    reply = await near.chat.wait(conversation_id)
+
+    assert reply is not None and reply.status == MessageStatus.INTERRUPTED
+    assert reply.content and len(reply.content.split()) < 200
+    for _ in range(100):
+        if far_source.closed:
+            break
+        await asyncio.sleep(0.02)
+    assert far_source.closed and not far_source.finished
+
+
+async def test_a_message_to_an_offline_remote_agent_waits_and_goes_when_it_is_back(near, server):
+    conversation_id, _model = await chat_with_remote(near, server)
+    node = next(n for n in near.network.nodes.values() if n.location == server.url)
+    near.network.set_status(node.id, NodeStatus.OFFLINE)
+    await near.outbox.start()
+    # The outbox's own back-off is minutes long at most: only the agent's return sends it
+    # within this test's time.
+    near.outbox.delays = (3600.0,)
+
+    waiting = await answered(near, conversation_id, "Está aí?")
+
+    assert waiting.status == MessageStatus.QUEUED
+    assert "Ana cannot be reached now" in (waiting.error or "")
+    assert "sent when it can be reached" in (waiting.error or "")
+    # Back online: the outbox sends it again at once, into the same reply.
+    near.network.set_status(node.id, NodeStatus.IDLE)
+    for _ in range(200):
+        reply = await near.conversations.get_message(waiting.id)
+        if reply.status == MessageStatus.COMPLETE:
+            break
+        await asyncio.sleep(0.02)
+    assert (reply.status, reply.content) == (MessageStatus.COMPLETE, "Olá de longe!")
+    history = await near.conversations.history(conversation_id)
+    assert [m.content for m in history] == ["Está aí?", "Olá de longe!"]
+
+
+async def test_a_removed_remote_agent_says_how_to_get_it_back(near, server):
+    conversation_id, _model = await chat_with_remote(near, server)
+    node = next(n for n in near.network.nodes.values() if n.location == server.url)
+    await near.network.unregister(node.id)
+
+    reply = await answered(near, conversation_id, "Ainda aí?")
+
+    assert reply.status == MessageStatus.ERROR
+    assert "not in the agent network" in (reply.error or "")
+    assert "Settings ▸ Agent network" in (reply.error or "")
+
+
+async def test_what_leaves_for_a_remote_agent_is_masked_like_any_remote_prompt(
+    near, server, far_source
+):
+    await near.plugins.load_installed()
+    conversation_id, _model = await chat_with_remote(near, server)
+
+    reply = await answered(near, conversation_id, "Escreva para ana.souza@example.com hoje")
+
+    assert reply.status == MessageStatus.COMPLETE
+    sent = far_source.requests[-1]["messages"][-1]["content"]
+    assert "ana.souza@example.com" not in sent
+    assert sent.startswith("Escreva para ") and sent.endswith(" hoje")
