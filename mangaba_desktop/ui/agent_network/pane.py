@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTableView,
     QTextBrowser,
+    QToolBar,
     QVBoxLayout,
     QWidget,
 )
@@ -39,6 +40,7 @@ from ...core.network import (
     NodeKind,
 )
 from ...core.network.local import ACTIONS
+from ...core.network.remote_chat import is_remote_agent
 from ...core.settings import SettingsStore
 from ...core.store import AgentStore
 from ..wording import plural
@@ -150,7 +152,11 @@ class NetworkPane(QWidget):
         self.share_button = QPushButton("Share…")
         self.share_button.setToolTip("Serve this app's agents to other A2A clients")
         self.share_button.setEnabled(self.sharing is not None and self.settings is not None)
-        actions = QHBoxLayout()
+        # A toolbar, not a row: in a narrow dock the buttons that do not fit move behind its
+        # » button instead of being squeezed until their words are cut.
+        actions = QToolBar("Network actions")
+        actions.setObjectName("network-actions")
+        actions.setMovable(False)
         for button in (
             self.new_agent_button,
             self.connect_button,
@@ -160,7 +166,6 @@ class NetworkPane(QWidget):
             self.share_button,
         ):
             actions.addWidget(button)
-        actions.addStretch(1)
         self.result_label = QLabel("")
         self.result_label.setObjectName("network-result")
         self.result_label.setWordWrap(True)
@@ -244,7 +249,7 @@ class NetworkPane(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
-        layout.addLayout(actions)
+        layout.addWidget(actions)
         layout.addWidget(self.result_label)
         layout.addWidget(self.splitter, 1)
         self._update_replay_buttons()
@@ -306,6 +311,8 @@ class NetworkPane(QWidget):
             log.exception("the models the agents used could not be read")
             return
         for agent_id, model, provider in used:
+            if is_remote_agent(model):
+                continue  # drawn as the remote agent it is
             endpoint = self.models.known(agent_id, model, provider)
             self._show_node(endpoint.node)
             self._link_models(agent_id)  # or when the agent joins, if it has not yet
@@ -382,6 +389,8 @@ class NetworkPane(QWidget):
                 self._show_node(node)
         if nodes_changed:
             self._refresh_agent_filter()
+            if self.shown is None:
+                self._refresh_card()  # "no agent yet" becomes the hint, and back
         if self.shown is not None and touched.intersection(self.shown[1:]):
             self._refresh_card()
 

@@ -51,6 +51,8 @@ def test_nodes_edges_dots_card_timeline_and_replay(loop, data_dir):
             hub = app.application.runtime.network
             ana, bruno = await create_agents(app, "Ana", "Bruno")
             assert pane.graph.nodes[ana].name == "Ana"
+            # Nothing chosen yet: the card says how to read the graph, not that it is empty.
+            await until(lambda: "Click an agent for its card" in pane.card.toPlainText())
 
             await hub.connect(ana, bruno)
             await until(lambda: (e := pane.graph.edge(ana, bruno)) is not None and e.linked)
