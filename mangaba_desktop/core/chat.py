@@ -607,7 +607,10 @@ class ChatService:
                 (first_token_at - started) * 1000 if first_token_at is not None else None
             ),
             "prompt_tokens": usage.get("prompt_tokens"),
-            "completion_tokens": usage.get("completion_tokens") or (len(parts) or None),
+            # Without a count from the model, its pieces are its tokens (one each); a remote
+            # agent's pieces are of any length, so its replies stay uncounted.
+            "completion_tokens": usage.get("completion_tokens")
+            or (None if is_remote_agent(model) else len(parts) or None),
             "model": answered.get("model", model),
             "provider": answered.get("provider", model.partition("/")[0] or None),
             "cost_usd": answered.get("cost"),

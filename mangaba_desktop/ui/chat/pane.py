@@ -509,10 +509,12 @@ class ChatPane(QWidget):
             return
         cost = sum(r.cost_usd or 0.0 for r in rows)
         unpriced = sum(r.unpriced for r in rows)
-        text = f"{tokens:,} tokens · {format_cost(cost)}"
-        if unpriced and cost:
-            text += "+"
-        self.usage_label.setText(text)
+        if unpriced == sum(r.replies for r in rows):
+            shown_cost = "price unknown"  # no reply has a known price (a remote agent's)
+        else:
+            shown_cost = format_cost(cost) + ("+" if unpriced and cost else "")
+        # Tokens only when counted: a remote agent's answer comes without a count.
+        self.usage_label.setText(f"{tokens:,} tokens · {shown_cost}" if tokens else shown_cost)
         self.usage_label.setToolTip(
             "This chat so far (prompt + reply tokens; + means some replies have no known "
             "price):\n"

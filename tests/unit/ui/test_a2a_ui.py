@@ -368,7 +368,11 @@ def test_a_remote_agent_is_chosen_in_the_chat_pane_and_answers_there(loop, tmp_p
                 await pane.send("Bom dia?")
                 reply = (await asyncio.wait_for(finished, 30))["message"]
                 assert (reply.status, reply.content) == ("complete", "Bom dia!")
-                assert f"127.0.0.1:{port} · A2A" in pane.message_view.delegate.header(reply)
+                header = pane.message_view.delegate.header(reply)
+                assert f"127.0.0.1:{port} · A2A" in header
+                # A remote agent says neither its tokens nor its price: none are made up.
+                assert "tokens" not in header and reply.completion_tokens is None
+                await until(lambda: pane.usage_label.text() == "price unknown")
                 # In the network pane it is the agent's request to Faraway, not a model.
                 graph = network_pane(app).graph
                 await until(lambda: any(n.startswith("a2a:") for n in graph.nodes))
