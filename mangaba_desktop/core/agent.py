@@ -98,7 +98,7 @@ class Runtime:
             settings.subscribe(self._on_settings)
         self.outbox = Outbox(self.chat, self.bus)
         # A remote agent that is back takes the messages that waited for it at once.
-        self._offline_remotes: set[str] = set()
+        self._reachable_remotes: set[str] = set()
         self.bus.subscribe(events.NETWORK_NODE, self._on_node)
         self.local_agents = LocalAgents(
             self.network, self.agents, self.conversations, self.chat, self.contexts, self.bus
@@ -118,9 +118,10 @@ class Runtime:
         if node is None or node.kind != NodeKind.REMOTE:
             return
         if payload.get("removed") or node.status == NodeStatus.OFFLINE:
-            self._offline_remotes.add(node.location or node.id)
-        elif (node.location or node.id) in self._offline_remotes:
-            self._offline_remotes.discard(node.location or node.id)
+            self._reachable_remotes.discard(node.id)
+        elif node.id not in self._reachable_remotes:
+            # Reached (first, or again): what waited for it goes now, not at the next try.
+            self._reachable_remotes.add(node.id)
             if self.outbox.waiting:
                 self.outbox.nudge()
 

@@ -32,7 +32,8 @@ from .context.retrieval import RetrievedContext
 from .context.store import ContextStore, insert_context, touch_contexts
 from .events import EventBus
 from .network.hub import AgentHub
-from .network.remote_chat import ask_remote_agent, is_remote_agent
+from .network.remote_chat import PREFIX as REMOTE_AGENT
+from .network.remote_chat import ask_remote_agent, is_remote_agent, provider_of_model
 from .plugins import PluginManager, Request, Response, may_leave_this_computer
 from .plugins.hooks import AFTER_RESPONSE, BEFORE_REQUEST
 from .providers.completions import without_credentials
@@ -426,6 +427,14 @@ class ChatService:
             or self.completions.default_model
         )
 
+    def memory_model(self, agent: Agent | None) -> str:
+        """The model that summarises an agent's memory: the agent's, the app's, the default,
+        passing over a remote agent chosen as one."""
+        for model in (agent.model if agent else None, self.model):
+            if model and not is_remote_agent(model):
+                return model
+        return self.completions.default_model
+
     def params_for(self, model: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         chosen: dict[str, Any] = {}
         if self.settings is not None:
@@ -612,7 +621,7 @@ class ChatService:
             "completion_tokens": usage.get("completion_tokens")
             or (None if is_remote_agent(model) else len(parts) or None),
             "model": answered.get("model", model),
-            "provider": answered.get("provider", model.partition("/")[0] or None),
+            "provider": answered.get("provider", provider_of_model(model)),
             "cost_usd": answered.get("cost"),
             "notice": answered.get("notice"),
         }
@@ -673,12 +682,10 @@ class ChatService:
             self.contexts.notify_changed(
                 added=plan.remembered_ids, agent_id=plan.agent.id, session_id=plan.session_id
             )
-            if is_remote_agent(model):
-                # Summaries of this agent's memory are written by a model, not a remote agent.
-                upkeep_model = plan.agent.model or self.model or self.completions.default_model
-                self._spawn_upkeep(plan.agent.id, plan.session_id, upkeep_model, {})
-            else:
-                self._spawn_upkeep(plan.agent.id, plan.session_id, model, plan.params)
+            # Summaries of the agent's memory are written by a model, never a remote agent.
+            upkeep_model = self.memory_model(plan.agent) if is_remote_agent(model) else model
+            params = plan.params if upkeep_model == model else self.params_for(upkeep_model)
+            self._spawn_upkeep(plan.agent.id, plan.session_id, upkeep_model, params)
         if cancelled_again:
             raise asyncio.CancelledError
         return stored
@@ -691,6 +698,7 @@ class ChatService:
             return self.completions.stream(model, messages, **plan.params)
         # The question as the plugins left it (masked, for one), without the persona.
         question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        configured = self.settings.settings.remote_agents if self.settings is not None else []
         return ask_remote_agent(
             self.network,
             model,
@@ -698,6 +706,7 @@ class ChatService:
             # One thread on the remote agent per chat.
             thread=plan.session_id,
             text=question,
+            configured=model.removeprefix(REMOTE_AGENT) in configured,
         )
 
     def _store_turn(

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from mangaba_desktop.core.agent import Runtime
-from mangaba_desktop.core.network import NodeStatus
+from mangaba_desktop.core.network import NodeStatus, a2a_client
 from mangaba_desktop.core.network.a2a_client import add_remote_agent
 from mangaba_desktop.core.network.a2a_server import A2AServer
 from mangaba_desktop.core.network.remote_chat import label, model_for
@@ -168,11 +168,7 @@ async def test_a_message_to_an_offline_remote_agent_waits_and_goes_when_it_is_ba
     assert "sent when it can be reached" in (waiting.error or "")
     # Back online: the outbox sends it again at once, into the same reply.
     near.network.set_status(node.id, NodeStatus.IDLE)
-    for _ in range(200):
-        reply = await near.conversations.get_message(waiting.id)
-        if reply.status == MessageStatus.COMPLETE:
-            break
-        await asyncio.sleep(0.02)
+    reply = await until_finished(near, waiting.id)
     assert (reply.status, reply.content) == (MessageStatus.COMPLETE, "Olá de longe!")
     history = await near.conversations.history(conversation_id)
     assert [m.content for m in history] == ["Está aí?", "Olá de longe!"]
@@ -202,3 +198,81 @@ async def test_what_leaves_for_a_remote_agent_is_masked_like_any_remote_prompt(
     sent = far_source.requests[-1]["messages"][-1]["content"]
     assert "ana.souza@example.com" not in sent
     assert sent.startswith("Escreva para ") and sent.endswith(" hoje")
+
+
+async def test_after_a_restart_a_message_waits_for_a_remote_agent_not_reached_yet(near, server):
+    # At start the outbox sends what waited before the remote agents are reached again.
+    url = server.url
+    settings = near.settings.settings.model_copy(update={"remote_agents": [url]})
+    near.settings.update(settings)
+    conversation = await near.conversations.create("With Ana", model=model_for(url))
+    await near.outbox.start()
+    near.outbox.delays = (3600.0,)
+
+    waiting = await answered(near, conversation.id, "Ainda lembra de mim?")
+
+    assert waiting.status == MessageStatus.QUEUED
+    assert "not reached yet" in (waiting.error or "")
+    # Reached: what waited goes at once.
+    await add_remote_agent(near, url)
+    reply = await until_finished(near, waiting.id)
+    assert (reply.status, reply.content) == (MessageStatus.COMPLETE, "Olá de longe!")
+
+
+async def test_an_agent_lost_mid_session_is_offline_and_its_messages_wait_for_its_return(
+    near, far, server, monkeypatch
+):
+    monkeypatch.setattr(a2a_client, "RECONNECT_DELAYS_S", (0.2,))
+    conversation_id, _model = await chat_with_remote(near, server)
+    assert (await answered(near, conversation_id, "Oi")).status == MessageStatus.COMPLETE
+    port = urlsplit(server.url).port
+    await server.stop()
+
+    waiting = await answered(near, conversation_id, "Caiu?")
+
+    assert waiting.status == MessageStatus.QUEUED, waiting.error
+    assert "Ana cannot be reached now" in (waiting.error or "")
+    node = next(n for n in near.network.nodes.values() if n.location == server.url)
+    assert node.status == NodeStatus.OFFLINE
+    await near.outbox.start()
+    near.outbox.delays = (3600.0,)
+    # Back on the same address: found again, and what waited goes.
+    back = A2AServer(far, port=port)
+    await back.start()
+    try:
+        reply = await until_finished(near, waiting.id)
+        assert (reply.status, reply.content) == (MessageStatus.COMPLETE, "Olá de longe!")
+        assert node.status != NodeStatus.OFFLINE
+    finally:
+        await back.stop()
+
+
+async def test_an_agent_removed_while_it_answers_says_so_and_keeps_what_it_wrote(
+    near, server, far_source
+):
+    far_source.pieces, far_source.interval = words(200), 0.05
+    conversation_id, _model = await chat_with_remote(near, server)
+    await near.chat.send(conversation_id, "Conta uma história longa")
+    for _ in range(200):
+        if far_source.requests:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    node = next(n for n in near.network.nodes.values() if n.location == server.url)
+
+    await near.network.unregister(node.id)
+    reply = await near.chat.wait(conversation_id)
+
+    assert reply is not None and reply.status == MessageStatus.ERROR
+    assert "Ana left the network while handling this" in (reply.error or "")
+    assert "closing" not in (reply.error or "")
+    assert reply.content
+
+
+async def until_finished(near: Runtime, reply_id: int):
+    for _ in range(300):
+        reply = await near.conversations.get_message(reply_id)
+        if reply.status not in (MessageStatus.QUEUED, MessageStatus.STREAMING):
+            return reply
+        await asyncio.sleep(0.02)
+    return reply

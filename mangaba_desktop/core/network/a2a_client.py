@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import uuid
@@ -37,13 +38,16 @@ from a2a.types import (
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from google.protobuf.struct_pb2 import Struct
 
-from .hub import AgentHub, NetworkError, Node, NodeKind
+from .hub import AgentHub, NetworkError, Node, NodeKind, NodeStatus
 from .messages import AgentMessage, MessageType
 
 log = logging.getLogger(__name__)
 
 CANCEL_TIMEOUT_S = 5.0
 """How long cancelling a remote task may take before it is left to the remote."""
+RECONNECT_DELAYS_S: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+"""After a remote agent stops answering, its card is read again after each of these (the
+last repeats) until it answers."""
 
 _FAILED = {
     TaskState.TASK_STATE_FAILED: "failed",
@@ -151,12 +155,22 @@ class RemoteAgent:
     """Sends the hub's requests for one remote agent over A2A."""
 
     def __init__(
-        self, hub: AgentHub, card: AgentCard, *, token: str | None, timeout_s: float
+        self,
+        hub: AgentHub,
+        card: AgentCard,
+        *,
+        token: str | None,
+        timeout_s: float,
+        url: str = "",
     ) -> None:
         self.hub = hub
         self.card = card
         self.token = token
         self.timeout_s = timeout_s
+        self.url = url
+        """The address it was added by, where its card is read again after it was lost."""
+        self.node_id: str | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     async def handle(self, message: AgentMessage) -> dict[str, Any] | None:
         """Serve a hub message: a request's answer is the remote task's text. The hub cancels
@@ -172,7 +186,9 @@ class RemoteAgent:
         metadata = Struct()
         # A broadcast or a notification is for the remote agent to remember, not to answer.
         skill = message.action or ("remember" if message.type != MessageType.REQUEST else "chat")
-        metadata.update({"skill": skill, **_jsonable(message.content)})
+        # The chat's own thread id stays here: only the context id derived from it is sent.
+        params = {k: v for k, v in message.content.items() if k != "thread"}
+        metadata.update({"skill": skill, **_jsonable(params)})
         request = SendMessageRequest(
             message=Message(
                 role=Role.ROLE_USER,
@@ -221,6 +237,8 @@ class RemoteAgent:
             except A2AClientTimeoutError:
                 raise NetworkError(f"{self.card.name} did not answer in time.") from None
             except A2AClientError as exc:
+                if _connection_failed(exc):
+                    self._lost()
                 raise NetworkError(f"{self.card.name} could not be reached: {exc}") from None
             except NetworkError:
                 raise
@@ -228,6 +246,34 @@ class RemoteAgent:
                 raise NetworkError(f"{self.card.name} answered with an error: {exc}") from None
             finally:
                 await client.close()
+
+    def _lost(self) -> None:
+        """It stopped answering (its server is down, or the way to it): it is drawn offline,
+        asking it fails at once (a chat's message waits), and its card is read again until it
+        answers."""
+        node = self.hub.nodes.get(self.node_id or "")
+        if node is None or not self.url:
+            return
+        self.hub.set_status(node.id, NodeStatus.OFFLINE)
+        if self._watching is None or self._watching.done():
+            self._watching = self.hub.background(self._watch(node))
+
+    async def _watch(self, node: Node) -> None:
+        for attempt in itertools.count():
+            delays = RECONNECT_DELAYS_S
+            await asyncio.sleep(delays[min(attempt, len(delays) - 1)])
+            if self.hub.nodes.get(node.id) is not node:
+                return  # removed, or added again
+            try:
+                card, _info = await resolve_card(
+                    self.url, token=self.token, timeout_s=self.timeout_s
+                )
+            except NetworkError:
+                continue
+            self.card = card
+            if node.status == NodeStatus.OFFLINE:
+                self.hub.set_status(node.id, NodeStatus.IDLE)
+            return
 
     async def _cancel(self, client: Any, task_id: str) -> None:
         try:
@@ -289,6 +335,19 @@ class _Answer:
         return {"text": "\n".join(self.artifacts.values()), "task_id": self.task_id}
 
 
+def _connection_failed(exc: BaseException) -> bool:
+    """Whether the request failed for want of a connection (refused, reset, unreachable)
+    rather than in the remote agent's answer."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.TransportError) and not isinstance(seen, httpx.TimeoutException):
+            return True
+        if isinstance(seen, OSError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _thread_of(message: AgentMessage) -> str | None:
     thread = message.content.get("thread")
     return str(thread) if thread else None
@@ -324,7 +383,7 @@ async def add_remote_agent(
                     f"The card at {info.url} sends requests to {interface.url}, another "
                     "server: the token is not sent there. Add the agent by that address."
                 )
-    remote = RemoteAgent(runtime.network, card, token=token, timeout_s=timeout_s)
+    remote = RemoteAgent(runtime.network, card, token=token, timeout_s=timeout_s, url=url)
     node = Node(
         id=f"a2a:{info.url}",
         name=card.name,
@@ -333,4 +392,6 @@ async def add_remote_agent(
         tags=list(info.tags),
         location=url,
     )
-    return runtime.network.register(node, remote.handle)
+    registered = runtime.network.register(node, remote.handle)
+    remote.node_id = registered.id
+    return registered

@@ -128,6 +128,9 @@ class AgentHub:
         self._progress: dict[str, Callable[[str], None]] = {}
         self._order = itertools.count()
         self._closed = False
+        self._background: set[asyncio.Task[Any]] = set()
+        self._leaving: dict[str, str] = {}
+        """The names of nodes being unregistered, for what their workers leave unfinished."""
 
     # -- nodes and links -------------------------------------------------------------------------
 
@@ -152,8 +155,10 @@ class AgentHub:
         self._handlers.pop(node_id, None)
         worker = self._workers.pop(node_id, None)
         if worker is not None:
+            self._leaving[node_id] = node.name if node is not None else node_id
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
+            self._leaving.pop(node_id, None)
         queue = self._queues.pop(node_id, None)
         while queue is not None and not queue.empty():
             _p, _o, message = queue.get_nowait()
@@ -437,9 +442,21 @@ class AgentHub:
 
         await self._store(job, wait=True)
 
+    def background(self, coroutine: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``coroutine`` (a node's own upkeep, such as watching for a lost remote agent)
+        until it ends or the network closes."""
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
     async def close(self) -> None:
         """Stop the workers; requests still waiting fail with a message saying why."""
         self._closed = True
+        chores = list(self._background)
+        for chore in chores:
+            chore.cancel()
+        await asyncio.gather(*chores, return_exceptions=True)
         workers = list(self._workers.values())
         for worker in workers:
             worker.cancel()
@@ -477,7 +494,11 @@ class AgentHub:
             try:
                 await self._handle(node_id, message)
             except asyncio.CancelledError:
-                await self._fail(message, "The app is closing.")
+                if self._closed:
+                    await self._fail(message, "The app is closing.")
+                else:  # unregistered while it worked
+                    name = self._leaving.get(node_id, node_id)
+                    await self._fail(message, f"{name} left the network while handling this.")
                 raise
             except Exception:
                 log.exception("the network worker of %s failed on %s", node_id, message.id)
@@ -574,7 +595,10 @@ class AgentHub:
             self._handling.pop(message.id, None)
             if not working.done():
                 working.cancel()
-            if self._queues.get(node_id) is not None and self._queues[node_id].empty():
+            queue = self._queues.get(node_id)
+            # A handler that found its agent unreachable has said so: that stays.
+            offline = node is not None and node.status == NodeStatus.OFFLINE
+            if queue is not None and queue.empty() and not offline:
                 self.set_status(node_id, NodeStatus.IDLE)
 
     async def _answer(self, request: AgentMessage, answer: AgentMessage) -> None:

@@ -17,9 +17,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..providers.completions import StreamPiece
-from .hub import AgentHub, AgentOffline, NetworkError, Node, NodeKind
+from .hub import AgentHub, AgentOffline, NetworkError, Node, NodeKind, NodeStatus
 
 PREFIX = "a2a:"
+UNREACHABLE_SUFFIX = " (unreachable)"
+"""How the node of a remote agent that could not be reached at start is named."""
 PROVIDER = "a2a"
 TIMEOUT_S = 600.0
 """A remote agent may think for a long while behind its own model; Stop ends it sooner."""
@@ -33,6 +35,14 @@ class RemoteAgentUnreachable(NetworkError):
 
 def is_remote_agent(model: str | None) -> bool:
     return bool(model) and model.startswith(PREFIX)  # type: ignore[union-attr]
+
+
+def provider_of_model(model: str) -> str | None:
+    """The provider a reply is credited to when its stream did not say: ``a2a`` for a remote
+    agent, else the part of ``provider/model`` before the slash."""
+    if is_remote_agent(model):
+        return PROVIDER
+    return model.partition("/")[0] or None
 
 
 def model_for(url: str) -> str:
@@ -63,6 +73,7 @@ async def ask_remote_agent(
     sender: str | None,
     thread: str | None,
     text: str,
+    configured: bool = False,
     timeout_s: float = TIMEOUT_S,
 ) -> AsyncIterator[StreamPiece]:
     """The remote agent's answer to ``text``, piece by piece as it is written.
@@ -74,6 +85,10 @@ async def ask_remote_agent(
     """
     url = model.removeprefix(PREFIX)
     node = find_node(hub, model) if hub is not None else None
+    if hub is not None and node is None and configured:
+        # Still in the settings, not on the network yet (the app is starting, and it is
+        # being reached): the reply waits for it.
+        raise RemoteAgentUnreachable(f"The remote agent at {url} is not reached yet.")
     if hub is None or node is None:
         raise NetworkError(
             f"The remote agent at {url} is not in the agent network: add it again in "
@@ -101,8 +116,15 @@ async def ask_remote_agent(
             yield StreamPiece(text=piece)
         try:
             answer = (await asking).text
-        except AgentOffline:
-            raise RemoteAgentUnreachable(f"{node.name} cannot be reached now.") from None
+        except NetworkError as exc:
+            now = hub.nodes.get(node.id)
+            # Offline when asked, or found unreachable while asked (its client says so).
+            if isinstance(exc, AgentOffline) or (
+                now is not None and now.status == NodeStatus.OFFLINE
+            ):
+                name = node.name.removesuffix(UNREACHABLE_SUFFIX)
+                raise RemoteAgentUnreachable(f"{name} cannot be reached now.") from None
+            raise
         so_far = "".join(written)
         # An agent that does not stream answers once, at the end; one that does may end
         # with more than its pieces said.

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from ...core.network import NetworkError, Node, NodeKind, NodeStatus
 from ...core.network.a2a_client import RemoteAgentInfo, add_remote_agent, resolve_card
+from ...core.network.remote_chat import UNREACHABLE_SUFFIX
 from ...core.providers.secrets import InsecureKeyring, InvalidKey
 from ...core.settings import InvalidSettings, SettingsStore
 
@@ -90,7 +91,7 @@ def _unreachable(url: str, node_id: str, reason: str) -> Node:
     host = urlsplit(url).netloc or url
     return Node(
         id=node_id,
-        name=f"{host} (unreachable)",
+        name=f"{host}{UNREACHABLE_SUFFIX}",
         kind=NodeKind.REMOTE,
         location=url,
         status=NodeStatus.OFFLINE,

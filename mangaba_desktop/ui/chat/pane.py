@@ -32,7 +32,12 @@ from ...core.audit import AuditLog
 from ...core.chat import ChatService
 from ...core.events import EventBus
 from ...core.network import AgentHub, NodeKind, NodeStatus
-from ...core.network.remote_chat import find_node, is_remote_agent, model_for
+from ...core.network.remote_chat import (
+    UNREACHABLE_SUFFIX,
+    find_node,
+    is_remote_agent,
+    model_for,
+)
 from ...core.outbox import Outbox
 from ...core.ratelimit import RateLimited
 from ...core.settings import SettingsStore
@@ -457,7 +462,7 @@ class ChatPane(QWidget):
         """A remote agent as the model picker shows it: its name and whether it is reachable."""
         node = find_node(self.network, model_for(url)) if self.network is not None else None
         offline = node is None or node.status == NodeStatus.OFFLINE
-        name = node.name.removesuffix(" (unreachable)") if node is not None else url
+        name = node.name.removesuffix(UNREACHABLE_SUFFIX) if node is not None else url
         text = f"Remote agent · {name}" + (" (offline)" if offline else "")
         tip = (
             f"{name} at {url} answers in this chat, through the agent network: the chat's "
@@ -465,12 +470,23 @@ class ChatPane(QWidget):
             "agent keeps this chat's conversation."
         )
         if offline:
-            tip += " It cannot be reached now: a message sent to it fails, and stays here."
+            tip += (
+                " It cannot be reached now: a message sent to it waits, and goes when it is back."
+            )
         return text, tip
 
     def _on_node_changed(self, _name: str, payload: dict[str, Any]) -> None:
         node = payload.get("node")
-        if node is None or getattr(node, "kind", None) == NodeKind.REMOTE:
+        if node is None or getattr(node, "kind", None) != NodeKind.REMOTE:
+            return
+        # Rebuilt only when what it shows changes (reached, lost, renamed): a remote agent
+        # goes working and idle with every request, and an open list must not be rebuilt.
+        remote = self.settings.settings.remote_agents if self.settings else []
+        shown = {
+            self.model_combo.itemData(i): self.model_combo.itemText(i)
+            for i in range(self.model_combo.count())
+        }
+        if any(shown.get(model_for(url)) != self._remote_choice(url)[0] for url in remote):
             self.load_models()
 
     def _show_model_of(self, conversation: Conversation | None) -> None:

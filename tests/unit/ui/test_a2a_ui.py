@@ -15,6 +15,7 @@ import pytest
 from keyring.errors import PasswordDeleteError
 from PySide6.QtCore import Qt, QUrl
 
+from mangaba_desktop.core import events
 from mangaba_desktop.core.agent import Runtime
 from mangaba_desktop.core.network import AgentOffline, NodeKind, NodeStatus
 from mangaba_desktop.core.network.a2a_server import TOKEN_ID, A2AServer
@@ -378,12 +379,15 @@ def test_a_remote_agent_is_chosen_in_the_chat_pane_and_answers_there(loop, tmp_p
                 await until(lambda: any(n.startswith("a2a:") for n in graph.nodes))
                 assert not any(n.startswith("model:a2a:") for n in graph.nodes)
 
-                # The agent goes away: the picker says it is offline.
+                # The agent goes away: the next message waits for it, and the picker says
+                # it is offline.
                 await server.stop()
-                node = next(
-                    n for n in app.application.runtime.network.nodes.values() if n.location == url
+                finished = app.next_event(
+                    events.MESSAGE_FINISHED, lambda p: p["message"].status == "queued"
                 )
-                app.application.runtime.network.set_status(node.id, NodeStatus.OFFLINE)
+                await pane.send("Ainda aí?")
+                waiting = (await asyncio.wait_for(finished, 30))["message"]
+                assert "Faraway cannot be reached now" in waiting.error
                 await until(lambda: remote_choice(pane)[1].endswith("(offline)"))
                 assert pane.model_combo.currentData() == f"a2a:{url}"
         finally:
