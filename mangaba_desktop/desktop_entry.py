@@ -35,7 +35,10 @@ def command() -> list[str]:
     # Absolute, not resolved: a virtual environment's python is a link to the base one.
     python = Path(sys.executable).absolute()
     if getattr(sys, "frozen", False):
-        return [str(python)]
+        # Run from an AppImage, this copy lives in a mount that goes when it exits: the
+        # entry starts the AppImage itself.
+        appimage = os.environ.get("APPIMAGE")
+        return [appimage if appimage and Path(appimage).is_file() else str(python)]
     # The script pip put beside this Python (the environment's bin), else the one on PATH.
     script = python.with_name("mangaba-desktop")
     if script.is_file() and os.access(script, os.X_OK):
@@ -46,13 +49,18 @@ def command() -> list[str]:
     return [str(python), "-m", "mangaba_desktop"]
 
 
+def string_value(text: str) -> str:
+    """``text`` as a string value of a desktop entry (backslash, newline, tab, CR escaped)."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+
+
 def exec_argument(argument: str) -> str:
-    """One Exec argument, quoted as the specification asks, then escaped as a string value."""
+    """One Exec argument: quoted as the Exec key asks, then escaped as a string value (and %
+    doubled, as it starts a field code)."""
     if any(char in _RESERVED for char in argument):
         inner = "".join("\\" + char if char in '"`$\\' else char for char in argument)
         argument = f'"{inner}"'
-    # A string value escapes its backslashes once more, and % is a field code.
-    return argument.replace("\\", "\\\\").replace("%", "%%")
+    return string_value(argument).replace("%", "%%")
 
 
 def entry_text(start: list[str]) -> str:
@@ -61,8 +69,9 @@ def entry_text(start: list[str]) -> str:
     for line in template.read_text(encoding="utf-8").splitlines():
         if line.startswith("Exec="):
             lines.append("Exec=" + " ".join(exec_argument(part) for part in start))
-            # TryExec: the menu hides the entry once the program is gone (folder deleted).
-            lines.append("TryExec=" + exec_argument(start[0]))
+            # TryExec (a plain path, not a command line): the menu hides the entry once the
+            # program is gone (its folder deleted).
+            lines.append("TryExec=" + string_value(start[0]))
         else:
             lines.append(line)
     return "\n".join(lines) + "\n"

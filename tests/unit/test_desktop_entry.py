@@ -21,10 +21,24 @@ def _keys(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and line[:1] != "#")
 
 
+def _unescape_string(value: str) -> str:
+    """A string value as a menu reads it: \\s, \\n, \\t, \\r and \\\\ undone."""
+    escapes = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+    text, index = "", 0
+    while index < len(value):
+        if value[index] == "\\" and value[index + 1 : index + 2] in escapes:
+            text += escapes[value[index + 1]]
+            index += 2
+        else:
+            text += value[index]
+            index += 1
+    return text
+
+
 def _unescape_exec(value: str) -> list[str]:
     """What a menu runs: the string value's escapes undone, then the Exec key's quoting (in
     quotes, a backslash escapes ", `, $ and itself), then %% is a percent sign."""
-    text = value.replace("\\\\", "\\")
+    text = _unescape_string(value)
     arguments, current, quoted, index = [], "", False, 0
     while index < len(text):
         char = text[index]
@@ -53,7 +67,8 @@ def test_the_entry_starts_this_copy_and_its_icons_are_there(tmp_path):
     assert entry in written
     keys = _keys(entry.read_text(encoding="utf-8"))
     assert _unescape_exec(keys["Exec"]) == start
-    assert _unescape_exec(keys["TryExec"]) == start
+    # TryExec is a plain path, never quoted: a quote there would hide the entry.
+    assert keys["TryExec"] == "/opt/Mangaba Desktop (2)/mangaba-desktop"
     assert keys["Icon"] == APP_ID
     assert keys["Name"] == "Mangaba Desktop"
     for size in (32, 64, 256):
@@ -82,6 +97,7 @@ def test_the_written_entry_passes_the_freedesktop_validator(tmp_path):
         ('/opt/a"b/x', '"/opt/a\\\\"b/x"'),
         ("/opt/$HOME/x", '"/opt/\\\\$HOME/x"'),
         ("/opt/100%/x", "/opt/100%%/x"),
+        ("/opt/two\nlines/x", '"/opt/two\\nlines/x"'),
     ],
 )
 def test_exec_arguments_are_quoted_as_the_specification_asks(argument, written):
@@ -163,3 +179,15 @@ def test_entry_text_keeps_the_rest_of_the_shipped_entry():
     assert keys["Type"] == "Application"
     assert keys["StartupWMClass"] == "mangaba-desktop"
     assert keys["Categories"] == "Utility;"
+
+
+def test_an_appimage_is_started_as_the_appimage_not_from_its_mount(monkeypatch, tmp_path):
+    appimage = tmp_path / "Mangaba_Desktop-0.1.0-x86_64.AppImage"
+    appimage.write_bytes(b"\x7fELF")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", "/tmp/.mount_MangabXYZ/usr/lib/mangaba-desktop")
+    monkeypatch.setenv("APPIMAGE", str(appimage))
+    assert desktop_entry.command() == [str(appimage)]
+    # Not run from an AppImage: the binary itself.
+    monkeypatch.delenv("APPIMAGE")
+    assert desktop_entry.command() == ["/tmp/.mount_MangabXYZ/usr/lib/mangaba-desktop"]
