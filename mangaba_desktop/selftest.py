@@ -184,7 +184,16 @@ def _numpy() -> str:
     return f"numpy {numpy.__version__} (BLAS: {name or 'none'})"
 
 
-LEGACY_ENCODINGS = ("Shift_JIS", "EUC-KR", "GBK", "Big5", "windows-1251", "KOI8-R")
+LEGACY_ENCODINGS = (
+    "Shift_JIS",
+    "EUC-KR",
+    "GBK",
+    "GB2312",
+    "Big5",
+    "Big5-HKSCS",
+    "windows-1251",
+    "KOI8-R",
+)
 
 
 def _text_services() -> str:

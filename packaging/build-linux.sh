@@ -33,14 +33,15 @@ stage "numpy without OpenBLAS"
 NUMPY_PATH=""
 if [[ ${NUMPY_BLAS:-none} == none ]]; then
     NUMPY_VERSION=$("$PYTHON" -c 'import numpy; print(numpy.__version__)')
+    PYTHON_TAG=$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
     WHEELS=${XDG_CACHE_HOME:-$HOME/.cache}/mangaba-desktop/numpy-noblas
-    WHEEL=$(find "$WHEELS" -name "numpy-$NUMPY_VERSION-*.whl" 2>/dev/null | head -n 1)
+    WHEEL=$(find "$WHEELS" -name "numpy-$NUMPY_VERSION-$PYTHON_TAG-*.whl" 2>/dev/null | head -n 1)
     if [[ -z $WHEEL ]]; then
         echo "building numpy $NUMPY_VERSION without BLAS into $WHEELS (once)"
         "$PYTHON" -m pip wheel --quiet --no-deps --no-binary numpy "numpy==$NUMPY_VERSION" \
             -w "$WHEELS" -Csetup-args=-Dblas=none -Csetup-args=-Dlapack=none \
             -Csetup-args=-Dallow-noblas=true || true
-        WHEEL=$(find "$WHEELS" -name "numpy-$NUMPY_VERSION-*.whl" 2>/dev/null | head -n 1)
+        WHEEL=$(find "$WHEELS" -name "numpy-$NUMPY_VERSION-$PYTHON_TAG-*.whl" 2>/dev/null | head -n 1)
     fi
     if [[ -n $WHEEL ]]; then
         NUMPY_PATH=$ROOT/build/numpy-noblas
@@ -89,7 +90,7 @@ HOME=$SCRATCH "$BINARY" --self-test
 # The menu entry it writes for itself points at this folder and is valid.
 HOME=$SCRATCH XDG_DATA_HOME=$SCRATCH/share "$BINARY" --install-desktop-entry
 ENTRY=$SCRATCH/share/applications/io.github.mangaba.Desktop.desktop
-grep -qxF "Exec=$ROOT/$BINARY" "$ENTRY"
+grep -qF "$ROOT/$BINARY" "$ENTRY"
 if command -v desktop-file-validate >/dev/null 2>&1; then desktop-file-validate "$ENTRY"; fi
 
 stage "size and cold start"

@@ -43,6 +43,8 @@ DROPPED_TREES = {"brkitr", "curr", "lang", "region", "unit", "translit", "rbnf"}
 # Time-zone names: root (the "GMT+01:00" forms) and English.
 KEPT_ZONE_NAMES = {"zone/root.res", "zone/pool.res", "zone/res_index.res", "zone/en.res"}
 DROPPED_FILES = {"unames.icu"}
+KEPT_FILES = {"res_index.res"}
+"""The top-level index of locales: named like a locale bundle, and kept."""
 # A top-level locale bundle (de.res, zh_Hant_TW.res, es_419.res): calendars, number formats,
 # display patterns. Not matched: root.res, pool.res and the supplemental tables
 # (likelySubtags.res, supplementalData.res, zoneinfo64.res, metaZones.res ...).
@@ -76,8 +78,10 @@ KEPT_CONVERTERS = {
     "ibm-9449_P100-2002",  # windows-1257
     "ibm-5354_P100-1998",  # windows-1258
     "windows-936-2000",  # GBK
+    "ibm-1383_P110-1999",  # GB2312 (a label of GBK there, a charset of its own in ICU)
     "gb18030",  # gb18030
     "windows-950-2000",  # Big5
+    "ibm-1375_P100-2008",  # Big5-HKSCS (a label of Big5 there)
     "euc-jp-2007",  # EUC-JP
     "ibm-943_P15A-2003",  # Shift_JIS
     "jisx-212",  # ISO-2022-JP's JIS X 0212 part
@@ -100,6 +104,8 @@ def dropped(item: str) -> bool:
         return tree == "zone" and item not in KEPT_ZONE_NAMES
     if item in DROPPED_FILES:
         return True
+    if item in KEPT_FILES:
+        return False
     if item.endswith(".cnv"):
         return item.removesuffix(".cnv") not in KEPT_CONVERTERS
     return LOCALE_BUNDLE.fullmatch(name) is not None
@@ -220,8 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         library = find_library(args.bundle)
-        with tempfile.TemporaryDirectory(prefix="trim-icu-") as folder:
+        # Beside the library: the trimmed one replaces it by a rename, which cannot cross
+        # from a temporary file system (a tmpfs /tmp) to the build's.
+        with tempfile.TemporaryDirectory(prefix=".trim-icu-", dir=library.parent) as folder:
             before, after, kept = trim(library, Path(folder))
+    except OSError as exc:
+        print(f"ICU data not trimmed: {exc}", file=sys.stderr)
+        return 1
     except TrimError as exc:
         print(f"ICU data not trimmed: {exc}", file=sys.stderr)
         return 1

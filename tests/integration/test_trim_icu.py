@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -142,12 +143,16 @@ def test_a_folder_without_icu_data_is_an_error_not_a_silent_success(tmp_path):
     [
         ("coll/sv.res", False),  # Swedish sorting
         ("coll/root.res", False),
-        ("uprops.icu", False),  # case mapping and character properties
+        ("coll/ucadata.icu", False),  # the root collation every locale builds on
+        ("cnvalias.icu", False),  # the names of the character sets
+        ("res_index.res", False),  # the index of locales
         ("likelySubtags.res", False),
         ("zoneinfo64.res", False),
         ("root.res", False),
         ("ibm-5348_P100-1997.cnv", False),  # windows-1252
         ("ibm-943_P15A-2003.cnv", False),  # Shift_JIS
+        ("ibm-1383_P110-1999.cnv", False),  # GB2312
+        ("ibm-1375_P100-2008.cnv", False),  # Big5-HKSCS
         ("zone/en.res", False),
         ("zone/de.res", True),
         ("lang/pt.res", True),
@@ -162,3 +167,19 @@ def test_a_folder_without_icu_data_is_an_error_not_a_silent_success(tmp_path):
 )
 def test_what_goes_and_what_stays(item, goes):
     assert trim_icu.dropped(item) is goes
+
+
+def test_a_build_folder_on_another_file_system_than_the_temporary_one(tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == Path(tempfile.gettempdir()).stat().st_dev:
+        pytest.skip("no second file system to build on")
+    with tempfile.TemporaryDirectory(dir=shm) as folder:
+        lib = Path(folder) / "mangaba-desktop" / "_internal" / "PySide6" / "Qt" / "lib"
+        lib.mkdir(parents=True)
+        shutil.copy2(_qt_icu_data(), lib)
+
+        done = _trim(Path(folder) / "mangaba-desktop")
+
+        assert done.returncode == 0, done.stderr
+        assert next(lib.glob("libicudata.so.*")).stat().st_size < 10_000_000
+        assert [p.name for p in lib.iterdir()] == [next(lib.glob("libicudata.so.*")).name]
