@@ -23,25 +23,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
-from a2a.helpers import new_task_from_user_message, new_text_part
-from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.events import EventQueue
-from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
-from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import Message, Part, Role, SendMessageRequest, TaskState
 from benchlib import emit, log, summary_ms
-from starlette.applications import Starlette
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -51,64 +42,12 @@ from mangaba_desktop.core.events import EventBus  # noqa: E402
 from mangaba_desktop.core.network import AgentHub, Node  # noqa: E402
 from mangaba_desktop.core.network.a2a_server import (  # noqa: E402
     A2AServer,
-    _EmbeddedServer,
-    _listening_socket,
 )
 from mangaba_desktop.core.store import Database  # noqa: E402
+from tests.helpers.a2a_echo import echo_server  # noqa: E402
 from tests.helpers.sources import ScriptedSource  # noqa: E402
 
 GOAL_RATIO = 1.2
-
-
-class Echo(AgentExecutor):
-    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        assert context.message is not None
-        task = new_task_from_user_message(context.message)
-        await event_queue.enqueue_event(task)
-        updater = TaskUpdater(event_queue, task.id, task.context_id)
-        await updater.start_work()
-        await updater.add_artifact([new_text_part(context.get_user_input())], last_chunk=True)
-        await updater.complete()
-
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        assert context.task_id is not None
-        assert context.context_id is not None
-        await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
-
-
-@contextlib.asynccontextmanager
-async def echo_server() -> AsyncIterator[str]:
-    import uvicorn
-    from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
-
-    sock = _listening_socket("127.0.0.1", 0)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    card = AgentCard(
-        name="Echo",
-        description="Echoes.",
-        version="1",
-        supported_interfaces=[
-            AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="1.0")
-        ],
-        capabilities=AgentCapabilities(streaming=True),
-        default_input_modes=["text/plain"],
-        default_output_modes=["text/plain"],
-        skills=[AgentSkill(id="echo", name="Echo", description="Echo", tags=["echo"])],
-    )
-    handler = DefaultRequestHandler(Echo(), InMemoryTaskStore(), agent_card=card)
-    app = Starlette(
-        routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/")],
-    )
-    server = _EmbeddedServer(uvicorn.Config(app, log_config=None, log_level="warning"))
-    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        await serving
-        await handler.aclose()
 
 
 async def round_trips(url: str, count: int) -> list[float]:

@@ -16,6 +16,7 @@ from mangaba_desktop.core.network.a2a_client import add_remote_agent
 from mangaba_desktop.core.network.a2a_server import A2AServer
 from mangaba_desktop.core.network.remote_chat import label, model_for
 from mangaba_desktop.core.store import MessageStatus
+from tests.helpers.a2a_echo import echo_server
 from tests.helpers.sources import ScriptedSource, words
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -276,3 +277,28 @@ async def until_finished(near: Runtime, reply_id: int):
             return reply
         await asyncio.sleep(0.02)
     return reply
+
+
+async def test_two_chats_with_one_remote_agent_are_answered_side_by_side(near):
+    # A third-party agent (a bare a2a-sdk server) that takes requests in parallel and writes
+    # one word every 0.1 s.
+    async with echo_server(interval=0.1) as url:
+        await add_remote_agent(near, url)
+        first = await near.conversations.create("One", model=model_for(url))
+        second = await near.conversations.create("Two", model=model_for(url))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        first_word: dict[int, float] = {}
+        near.bus.subscribe(
+            "message.delta",
+            lambda _n, p: first_word.setdefault(p["conversation_id"], loop.time() - began),
+        )
+        question = "um dois três quatro cinco seis sete oito nove dez"  # about 1 s
+
+        await near.chat.send(first.id, question)
+        await near.chat.send(second.id, question)
+        replies = [await near.chat.wait(first.id), await near.chat.wait(second.id)]
+
+    assert [(r.status, r.content) for r in replies] == [(MessageStatus.COMPLETE, question)] * 2
+    # The second chat's first word did not wait for the first chat's answer to end.
+    assert first_word[second.id] < 0.6, first_word

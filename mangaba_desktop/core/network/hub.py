@@ -41,6 +41,8 @@ KEEP_MESSAGES = 200_000
 """How much of the network's history is kept (pruned at each start)."""
 
 DEFAULT_TIMEOUT_S = 120.0
+REMOTE_PARALLEL = 4
+"""Requests a remote agent is sent at once; more wait in its queue."""
 """How long a request waits for its answer (a local model can take a while)."""
 
 Handler = Callable[[AgentMessage], Awaitable[dict[str, Any] | None]]
@@ -129,6 +131,8 @@ class AgentHub:
         self._order = itertools.count()
         self._closed = False
         self._background: set[asyncio.Task[Any]] = set()
+        self._busy: dict[str, int] = {}
+        """Messages each node is handling now (a remote agent handles several at once)."""
         self._leaving: dict[str, str] = {}
         """The names of nodes being unregistered, for what their workers leave unfinished."""
 
@@ -489,19 +493,41 @@ class AgentHub:
         queue.put_nowait((-int(message.priority), next(self._order), message))
 
     async def _work(self, node_id: str) -> None:
-        while True:
-            _priority, _order, message = await self._queues[node_id].get()
-            try:
-                await self._handle(node_id, message)
-            except asyncio.CancelledError:
-                if self._closed:
-                    await self._fail(message, "The app is closing.")
-                else:  # unregistered while it worked
-                    name = self._leaving.get(node_id, node_id)
-                    await self._fail(message, f"{name} left the network while handling this.")
-                raise
-            except Exception:
-                log.exception("the network worker of %s failed on %s", node_id, message.id)
+        """Serve a node's queue, by priority: one message at a time for the app's agents (each
+        is one agent thinking), up to :data:`REMOTE_PARALLEL` at once for a remote agent (its
+        own server takes them in parallel, and two chats with it must not wait in turn)."""
+        queue = self._queues[node_id]
+        node = self.nodes.get(node_id)
+        parallel = REMOTE_PARALLEL if node is not None and node.kind == NodeKind.REMOTE else 1
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                while len(running) >= parallel:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                _priority, _order, message = await queue.get()
+                if parallel == 1:
+                    await self._serve(node_id, message)
+                    continue
+                task = asyncio.ensure_future(self._serve(node_id, message))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _serve(self, node_id: str, message: AgentMessage) -> None:
+        try:
+            await self._handle(node_id, message)
+        except asyncio.CancelledError:
+            if self._closed:
+                await self._fail(message, "The app is closing.")
+            else:  # unregistered while it worked
+                name = self._leaving.get(node_id, node_id)
+                await self._fail(message, f"{name} left the network while handling this.")
+            raise
+        except Exception:
+            log.exception("the network worker of %s failed on %s", node_id, message.id)
 
     async def _wait(
         self, message: AgentMessage, answer: asyncio.Future[AgentMessage], timeout_s: float
@@ -558,6 +584,7 @@ class AgentHub:
         if message.id not in self._waiting and message.type == MessageType.REQUEST:
             return  # its caller gave up while it was being marked delivered
         self.set_status(node_id, NodeStatus.WORKING)
+        self._busy[node_id] = self._busy.get(node_id, 0) + 1
         working = asyncio.ensure_future(self._handlers[node_id](message))
         self._handling[message.id] = working
         try:
@@ -595,10 +622,15 @@ class AgentHub:
             self._handling.pop(message.id, None)
             if not working.done():
                 working.cancel()
+            busy = self._busy.get(node_id, 1) - 1
+            if busy > 0:
+                self._busy[node_id] = busy
+            else:
+                self._busy.pop(node_id, None)
             queue = self._queues.get(node_id)
             # A handler that found its agent unreachable has said so: that stays.
             offline = node is not None and node.status == NodeStatus.OFFLINE
-            if queue is not None and queue.empty() and not offline:
+            if queue is not None and queue.empty() and busy <= 0 and not offline:
                 self.set_status(node_id, NodeStatus.IDLE)
 
     async def _answer(self, request: AgentMessage, answer: AgentMessage) -> None:
