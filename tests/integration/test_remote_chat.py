@@ -4,9 +4,11 @@ goes over A2A (a real server on 127.0.0.1, another runtime behind it) from the c
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -293,7 +295,7 @@ async def test_two_chats_with_one_remote_agent_are_answered_side_by_side(near):
             "message.delta",
             lambda _n, p: first_word.setdefault(p["conversation_id"], loop.time() - began),
         )
-        question = "um dois três quatro cinco seis sete oito nove dez"  # about 1 s
+        question = " ".join(f"palavra{n}" for n in range(20))  # about 2 s
 
         await near.chat.send(first.id, question)
         await near.chat.send(second.id, question)
@@ -301,4 +303,49 @@ async def test_two_chats_with_one_remote_agent_are_answered_side_by_side(near):
 
     assert [(r.status, r.content) for r in replies] == [(MessageStatus.COMPLETE, question)] * 2
     # The second chat's first word did not wait for the first chat's answer to end.
-    assert first_word[second.id] < 0.6, first_word
+    assert first_word[second.id] < 1.0, first_word
+
+
+async def test_a_returning_agent_whose_card_now_points_elsewhere_gets_no_token(
+    near, far, monkeypatch
+):
+    monkeypatch.setattr(a2a_client, "RECONNECT_DELAYS_S", (0.1,))
+    token = "remote-token-0123456789"
+    first = A2AServer(far, token=token)
+    await first.start()
+    port = urlsplit(first.url).port
+    node = await add_remote_agent(near, first.url, token=token)
+    conversation = await near.conversations.create("With Ana", model=model_for(first.url))
+    assert (await answered(near, conversation.id, "Oi")).status == MessageStatus.COMPLETE
+    await first.stop()
+    assert (await answered(near, conversation.id, "Caiu?")).status == MessageStatus.QUEUED
+    # Back on the same address, but its card now sends requests to another server.
+    moved = A2AServer(far, port=port, token=token, public_url=f"http://127.0.0.2:{port}/")
+    await moved.start()
+    try:
+        await asyncio.sleep(0.8)  # several reads of the card
+        assert node.status == NodeStatus.OFFLINE
+        assert far.network.nodes  # the far side is up: only the token check keeps it off
+    finally:
+        await moved.stop()
+
+
+async def _failure_of(url: str) -> BaseException:
+    """What a real request to ``url`` raises, as the A2A client sees it."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        try:
+            await http.get(url)
+        except httpx.HTTPError as exc:
+            return exc
+    raise AssertionError(f"{url} answered")
+
+
+async def test_only_a_missing_connection_counts_as_an_agent_lost(server):
+    # Refused: nobody listens there (the agent's server is down). Lost.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    assert a2a_client._connection_failed(await _failure_of(f"http://127.0.0.1:{closed_port}/"))
+    # TLS to a server that speaks plain HTTP: it answers, wrongly; waiting will not mend it.
+    tls = await _failure_of(server.url.replace("http://", "https://"))
+    assert not a2a_client._connection_failed(tls)

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import logging
+import ssl
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,7 @@ from a2a.types import (
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from google.protobuf.struct_pb2 import Struct
 
-from .hub import AgentHub, NetworkError, Node, NodeKind, NodeStatus
+from .hub import AgentHub, AgentOffline, NetworkError, Node, NodeKind, NodeStatus
 from .messages import AgentMessage, MessageType
 
 log = logging.getLogger(__name__)
@@ -234,12 +235,13 @@ class RemoteAgent:
                     reading.cancel()
                     await asyncio.gather(reading, return_exceptions=True)
                 raise
-            except A2AClientTimeoutError:
-                raise NetworkError(f"{self.card.name} did not answer in time.") from None
             except A2AClientError as exc:
                 if _connection_failed(exc):
                     self._lost()
-                raise NetworkError(f"{self.card.name} could not be reached: {exc}") from None
+                    raise AgentOffline(f"{self.card.name} could not be reached: {exc}") from None
+                if isinstance(exc, A2AClientTimeoutError):
+                    raise NetworkError(f"{self.card.name} did not answer in time.") from None
+                raise NetworkError(f"The request to {self.card.name} failed: {exc}") from None
             except NetworkError:
                 raise
             except Exception as exc:  # an A2A error answered by the remote (JSON-RPC error)
@@ -252,7 +254,8 @@ class RemoteAgent:
         asking it fails at once (a chat's message waits), and its card is read again until it
         answers."""
         node = self.hub.nodes.get(self.node_id or "")
-        if node is None or not self.url:
+        # Not when this agent was replaced (added again) or removed meanwhile.
+        if node is None or not self.url or not self.hub.serves(node.id, self.handle):
             return
         self.hub.set_status(node.id, NodeStatus.OFFLINE)
         if self._watching is None or self._watching.done():
@@ -262,18 +265,26 @@ class RemoteAgent:
         for attempt in itertools.count():
             delays = RECONNECT_DELAYS_S
             await asyncio.sleep(delays[min(attempt, len(delays) - 1)])
-            if self.hub.nodes.get(node.id) is not node:
+            if not self._still_mine(node):
                 return  # removed, or added again
             try:
-                card, _info = await resolve_card(
+                card, info = await resolve_card(
                     self.url, token=self.token, timeout_s=self.timeout_s
                 )
-            except NetworkError:
+                if self.token is not None:
+                    token_stays_with(card, info.url)
+            except NetworkError as exc:
+                log.info("%s is still unreachable: %s", self.url, exc)
                 continue
+            if not self._still_mine(node):
+                return
             self.card = card
             if node.status == NodeStatus.OFFLINE:
                 self.hub.set_status(node.id, NodeStatus.IDLE)
             return
+
+    def _still_mine(self, node: Node) -> bool:
+        return self.hub.nodes.get(node.id) is node and self.hub.serves(node.id, self.handle)
 
     async def _cancel(self, client: Any, task_id: str) -> None:
         try:
@@ -336,16 +347,17 @@ class _Answer:
 
 
 def _connection_failed(exc: BaseException) -> bool:
-    """Whether the request failed for want of a connection (refused, reset, unreachable)
-    rather than in the remote agent's answer."""
+    """Whether the request failed for want of a connection (refused, host unreachable or
+    silent) rather than in the remote's answer. TLS and protocol failures do not count: they
+    will not mend by waiting, and their own message says more."""
+    chain: list[BaseException] = []
     seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, httpx.TransportError) and not isinstance(seen, httpx.TimeoutException):
-            return True
-        if isinstance(seen, OSError):
-            return True
+    while seen is not None and not any(seen is known for known in chain):
+        chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    return False
+    if any(isinstance(link, ssl.SSLError) for link in chain):
+        return False
+    return any(isinstance(link, httpx.ConnectError | httpx.ConnectTimeout) for link in chain)
 
 
 def _thread_of(message: AgentMessage) -> str | None:
@@ -366,6 +378,22 @@ def _jsonable(content: dict[str, Any]) -> dict[str, Any]:
     return loaded
 
 
+def token_stays_with(card: AgentCard, url: str) -> None:
+    """Refuse a card whose requests would go to another server than the one at ``url``: a
+    token given for that server is never sent elsewhere.
+
+    Raises:
+        NetworkError: an interface of the card is on another host or port.
+    """
+    asked = urlsplit(url).netloc.lower()
+    for interface in card.supported_interfaces:
+        if urlsplit(interface.url).netloc.lower() != asked:
+            raise NetworkError(
+                f"The card at {url} sends requests to {interface.url}, another "
+                "server: the token is not sent there. Add the agent by that address."
+            )
+
+
 async def add_remote_agent(
     runtime: Any, url: str, *, token: str | None = None, timeout_s: float = 10.0
 ) -> Node:
@@ -376,13 +404,7 @@ async def add_remote_agent(
     """
     card, info = await resolve_card(url, token=token, timeout_s=timeout_s)
     if token is not None:
-        asked = urlsplit(info.url).netloc.lower()
-        for interface in card.supported_interfaces:
-            if urlsplit(interface.url).netloc.lower() != asked:
-                raise NetworkError(
-                    f"The card at {info.url} sends requests to {interface.url}, another "
-                    "server: the token is not sent there. Add the agent by that address."
-                )
+        token_stays_with(card, info.url)
     remote = RemoteAgent(runtime.network, card, token=token, timeout_s=timeout_s, url=url)
     node = Node(
         id=f"a2a:{info.url}",

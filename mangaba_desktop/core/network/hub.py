@@ -17,7 +17,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -41,9 +41,9 @@ KEEP_MESSAGES = 200_000
 """How much of the network's history is kept (pruned at each start)."""
 
 DEFAULT_TIMEOUT_S = 120.0
+"""How long a request waits for its answer (a local model can take a while)."""
 REMOTE_PARALLEL = 4
 """Requests a remote agent is sent at once; more wait in its queue."""
-"""How long a request waits for its answer (a local model can take a while)."""
 
 Handler = Callable[[AgentMessage], Awaitable[dict[str, Any] | None]]
 """Handles a message for a node; a request's answer is the returned content."""
@@ -99,6 +99,11 @@ class RequestFailed(NetworkError):
     def __init__(self, text: str, message: AgentMessage | None = None) -> None:
         super().__init__(text)
         self.message = message
+
+    @property
+    def unreachable(self) -> bool:
+        """Its receiver could not be reached: asking again later may work."""
+        return self.message is not None and bool(self.message.content.get("unreachable"))
 
 
 class RequestTimedOut(RequestFailed):
@@ -160,9 +165,11 @@ class AgentHub:
         worker = self._workers.pop(node_id, None)
         if worker is not None:
             self._leaving[node_id] = node.name if node is not None else node_id
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
-            self._leaving.pop(node_id, None)
+            try:
+                worker.cancel()
+                await asyncio.gather(worker, return_exceptions=True)
+            finally:
+                self._leaving.pop(node_id, None)
         queue = self._queues.pop(node_id, None)
         while queue is not None and not queue.empty():
             _p, _o, message = queue.get_nowait()
@@ -171,6 +178,10 @@ class AgentHub:
         self.links = {link for link in self.links if node_id not in link}
         if node is not None:
             self.bus.publish(events.NETWORK_NODE, node=node, removed=True)
+
+    def serves(self, node_id: str, handler: Handler) -> bool:
+        """Whether ``handler`` is the one serving ``node_id`` now (not replaced, not gone)."""
+        return self._handlers.get(node_id) == handler
 
     def set_status(self, node_id: str, status: NodeStatus) -> None:
         node = self.nodes.get(node_id)
@@ -446,9 +457,12 @@ class AgentHub:
 
         await self._store(job, wait=True)
 
-    def background(self, coroutine: Awaitable[Any]) -> asyncio.Task[Any]:
+    def background(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
         """Run ``coroutine`` (a node's own upkeep, such as watching for a lost remote agent)
-        until it ends or the network closes."""
+        until it ends or the network closes; not once it is closed."""
+        if self._closed:
+            coroutine.close()
+            return None
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -517,6 +531,8 @@ class AgentHub:
             await asyncio.gather(*running, return_exceptions=True)
 
     async def _serve(self, node_id: str, message: AgentMessage) -> None:
+        """Handle one message; whatever happens, its caller gets an answer and the node's
+        status says whether it still works."""
         try:
             await self._handle(node_id, message)
         except asyncio.CancelledError:
@@ -528,6 +544,19 @@ class AgentHub:
             raise
         except Exception:
             log.exception("the network worker of %s failed on %s", node_id, message.id)
+            await self._fail(message, "The network could not deliver this (internal error).")
+        finally:
+            self._settle(node_id)
+
+    def _settle(self, node_id: str) -> None:
+        """Idle once nothing is queued or being handled (a remote agent found unreachable
+        stays offline)."""
+        node = self.nodes.get(node_id)
+        queue = self._queues.get(node_id)
+        if node is None or queue is None or not queue.empty() or self._busy.get(node_id):
+            return
+        if node.status not in (NodeStatus.OFFLINE, NodeStatus.IDLE):
+            self.set_status(node_id, NodeStatus.IDLE)
 
     async def _wait(
         self, message: AgentMessage, answer: asyncio.Future[AgentMessage], timeout_s: float
@@ -579,13 +608,28 @@ class AgentHub:
             else:
                 await self._update(message)
             return
+        handler = self._handlers.get(node_id)
+        if node is None or handler is None:  # unregistered since it was queued
+            name = self._leaving.get(node_id, node_id)
+            await self._fail(message, f"{name} left the network before handling this.")
+            return
+        if node.status == NodeStatus.OFFLINE:
+            # Found unreachable while this waited in its queue: not sent, and not marked
+            # working (that would read as reached again).
+            text = f"{node.name} is offline."
+            message.status, message.error = MessageStatus.FAILED, text
+            if message.type == MessageType.REQUEST:
+                await self._answer(message, message.failure(text, unreachable=True))
+            else:
+                await self._update(message)
+            return
         message.status = MessageStatus.DELIVERED
         self._announce(message)  # stored with its outcome: one write less per message
         if message.id not in self._waiting and message.type == MessageType.REQUEST:
             return  # its caller gave up while it was being marked delivered
         self.set_status(node_id, NodeStatus.WORKING)
         self._busy[node_id] = self._busy.get(node_id, 0) + 1
-        working = asyncio.ensure_future(self._handlers[node_id](message))
+        working = asyncio.ensure_future(handler(message))
         self._handling[message.id] = working
         try:
             content = await working
@@ -607,7 +651,8 @@ class AgentHub:
                 node.failed += 1
             message.status, message.error = MessageStatus.FAILED, text
             if message.type == MessageType.REQUEST:
-                await self._answer(message, message.failure(text))
+                unreachable = isinstance(exc, AgentOffline)
+                await self._answer(message, message.failure(text, unreachable=unreachable))
             else:
                 await self._update(message)
         else:
@@ -627,11 +672,6 @@ class AgentHub:
                 self._busy[node_id] = busy
             else:
                 self._busy.pop(node_id, None)
-            queue = self._queues.get(node_id)
-            # A handler that found its agent unreachable has said so: that stays.
-            offline = node is not None and node.status == NodeStatus.OFFLINE
-            if queue is not None and queue.empty() and busy <= 0 and not offline:
-                self.set_status(node_id, NodeStatus.IDLE)
 
     async def _answer(self, request: AgentMessage, answer: AgentMessage) -> None:
         """Store the request's outcome and its answer together, then deliver the answer."""

@@ -87,12 +87,17 @@ class AgentMessage:
             correlation_id=self.id,
         )
 
-    def failure(self, error: str) -> AgentMessage:
+    def failure(self, error: str, *, unreachable: bool = False) -> AgentMessage:
+        """The error answering this request; ``unreachable`` when its receiver could not be
+        reached (asking again later may work)."""
+        content: dict[str, Any] = {"error": error}
+        if unreachable:
+            content["unreachable"] = True
         return AgentMessage(
             sender=self.receiver,
             receiver=self.sender,
             type=MessageType.ERROR,
-            content={"error": error},
+            content=content,
             action=self.action,
             priority=self.priority,
             correlation_id=self.id,

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..providers.completions import StreamPiece
-from .hub import AgentHub, AgentOffline, NetworkError, Node, NodeKind, NodeStatus
+from .hub import AgentHub, AgentOffline, NetworkError, Node, NodeKind
 
 PREFIX = "a2a:"
 UNREACHABLE_SUFFIX = " (unreachable)"
@@ -117,11 +117,8 @@ async def ask_remote_agent(
         try:
             answer = (await asking).text
         except NetworkError as exc:
-            now = hub.nodes.get(node.id)
-            # Offline when asked, or found unreachable while asked (its client says so).
-            if isinstance(exc, AgentOffline) or (
-                now is not None and now.status == NodeStatus.OFFLINE
-            ):
+            # Offline when asked, or found unreachable while asked (the failure says so).
+            if isinstance(exc, AgentOffline) or getattr(exc, "unreachable", False):
                 name = node.name.removesuffix(UNREACHABLE_SUFFIX)
                 raise RemoteAgentUnreachable(f"{name} cannot be reached now.") from None
             raise

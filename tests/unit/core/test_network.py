@@ -21,11 +21,13 @@ from mangaba_desktop.core.network import (
     MessageType,
     NetworkError,
     Node,
+    NodeKind,
     NodeStatus,
     RequestFailed,
     RequestTimedOut,
     UnknownAgent,
 )
+from mangaba_desktop.core.network.hub import REMOTE_PARALLEL
 from tests.helpers.events import EventLog
 from tests.helpers.sources import ScriptedSource
 
@@ -403,3 +405,75 @@ async def test_a_broadcast_with_tags_is_remembered_only_by_the_tagged_agents(tmp
             await quiet.broadcast_message("hello")
     finally:
         await runtime.close()
+
+
+# -- remote agents: several at once, lost on the way ----------------------------------------------
+
+
+async def test_a_remote_agent_found_unreachable_stays_offline_and_what_waits_is_not_sent(hub, bus):
+    statuses: list[str] = []
+    bus.subscribe(
+        events.NETWORK_NODE,
+        lambda _n, p: p["node"].id == "far" and statuses.append(str(p["node"].status)),
+    )
+    hub.register(Node(id="me", name="Me"), echo("Me"))
+    sent: list[str] = []
+
+    async def lost(message):
+        sent.append(message.text)
+        await asyncio.sleep(0.05)
+        hub.set_status("far", NodeStatus.OFFLINE)
+        raise AgentOffline("Far could not be reached.")
+
+    hub.register(Node(id="far", name="Far", kind=NodeKind.REMOTE), lost)
+    asked = [
+        asyncio.ensure_future(hub.request("me", "far", "chat", {"text": str(i)}, timeout_s=30))
+        for i in range(8)
+    ]
+
+    failures = await asyncio.gather(*asked, return_exceptions=True)
+
+    assert all(isinstance(f, RequestFailed) and f.unreachable for f in failures), failures
+    # Only the first REMOTE_PARALLEL went out; the rest failed in the queue, unsent.
+    assert len(sent) == REMOTE_PARALLEL
+    # Never drawn working again once offline (that would read as reached).
+    assert statuses[statuses.index("offline") :] == ["offline"]
+
+
+@pytest.mark.parametrize("turns", range(1, 9))
+async def test_a_node_removed_as_its_request_is_taken_answers_it_at_once(bus, turns):
+    # Removed 1..8 turns of the loop after it was asked: before, while and after its worker
+    # takes it.
+    hub = AgentHub(bus)
+    hub.register(Node(id="me", name="Me"), echo("Me"))
+    hub.register(Node(id="far", name="Far", kind=NodeKind.REMOTE), echo("Far", delay=0.2))
+    try:
+        asked = asyncio.ensure_future(hub.request("me", "far", "chat", {"text": "a"}, timeout_s=30))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+
+        await hub.unregister("far")
+
+        with pytest.raises(RequestFailed, match="Far left the network"):
+            await asyncio.wait_for(asked, 2)
+        # Added again under the same id: it goes idle after its work, as before.
+        hub.register(Node(id="far", name="Far", kind=NodeKind.REMOTE), echo("Far"))
+        await hub.request("me", "far", "chat", {"text": "b"}, timeout_s=5)
+        assert hub.nodes["far"].status == NodeStatus.IDLE
+    finally:
+        await hub.close()
+
+
+async def test_an_agent_goes_idle_when_its_last_queued_request_was_given_up(hub):
+    hub.register(Node(id="me", name="Me"), echo("Me"))
+    hub.register(Node(id="slow", name="Slow"), echo("Slow", delay=0.3))
+    kept = asyncio.ensure_future(hub.request("me", "slow", "chat", {"text": "a"}, timeout_s=5))
+    await asyncio.sleep(0.05)
+    given_up = asyncio.ensure_future(
+        hub.request("me", "slow", "chat", {"text": "b"}, timeout_s=0.1)
+    )
+
+    await asyncio.gather(kept, given_up, return_exceptions=True)
+    await asyncio.sleep(0.1)
+
+    assert hub.nodes["slow"].status == NodeStatus.IDLE
