@@ -35,10 +35,13 @@ def command() -> list[str]:
     # Absolute, not resolved: a virtual environment's python is a link to the base one.
     python = Path(sys.executable).absolute()
     if getattr(sys, "frozen", False):
-        # Run from an AppImage, this copy lives in a mount that goes when it exits: the
-        # entry starts the AppImage itself.
-        appimage = os.environ.get("APPIMAGE")
-        return [appimage if appimage and Path(appimage).is_file() else str(python)]
+        # Run from an AppImage, this copy lives in its mount (APPDIR), gone when it exits: the
+        # entry starts the AppImage itself. Only if this copy is in that mount: a program
+        # started from another AppImage (an editor's terminal) inherits its variables.
+        appimage, mount = os.environ.get("APPIMAGE"), os.environ.get("APPDIR")
+        if appimage and mount and python.is_relative_to(mount) and Path(appimage).is_file():
+            return [appimage]
+        return [str(python)]
     # The script pip put beside this Python (the environment's bin), else the one on PATH.
     script = python.with_name("mangaba-desktop")
     if script.is_file() and os.access(script, os.X_OK):

@@ -90,7 +90,10 @@ HOME=$SCRATCH "$BINARY" --self-test
 # The menu entry it writes for itself points at this folder and is valid.
 HOME=$SCRATCH XDG_DATA_HOME=$SCRATCH/share "$BINARY" --install-desktop-entry
 ENTRY=$SCRATCH/share/applications/io.github.mangaba.Desktop.desktop
-grep -qF "$ROOT/$BINARY" "$ENTRY"
+EXEC_LINE=$("$PYTHON" -c 'import sys; from mangaba_desktop.desktop_entry import exec_argument
+print("Exec=" + exec_argument(sys.argv[1]))' "$ROOT/$BINARY")
+grep -qxF "$EXEC_LINE" "$ENTRY"
+grep -qxF "TryExec=$ROOT/$BINARY" "$ENTRY"
 if command -v desktop-file-validate >/dev/null 2>&1; then desktop-file-validate "$ENTRY"; fi
 
 stage "size and cold start"

@@ -187,7 +187,19 @@ def test_an_appimage_is_started_as_the_appimage_not_from_its_mount(monkeypatch, 
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", "/tmp/.mount_MangabXYZ/usr/lib/mangaba-desktop")
     monkeypatch.setenv("APPIMAGE", str(appimage))
+    monkeypatch.setenv("APPDIR", "/tmp/.mount_MangabXYZ")
     assert desktop_entry.command() == [str(appimage)]
     # Not run from an AppImage: the binary itself.
     monkeypatch.delenv("APPIMAGE")
     assert desktop_entry.command() == ["/tmp/.mount_MangabXYZ/usr/lib/mangaba-desktop"]
+
+
+def test_another_appimages_variables_do_not_redirect_the_entry(monkeypatch, tmp_path):
+    # Started from an editor's terminal, itself an AppImage: its variables are inherited.
+    editor = tmp_path / "Editor.AppImage"
+    editor.write_bytes(b"\x7fELF")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", "/opt/mangaba-desktop/mangaba-desktop")
+    monkeypatch.setenv("APPIMAGE", str(editor))
+    monkeypatch.setenv("APPDIR", "/tmp/.mount_EditorABC")
+    assert desktop_entry.command() == ["/opt/mangaba-desktop/mangaba-desktop"]
