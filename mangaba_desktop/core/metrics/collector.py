@@ -33,6 +33,7 @@ from .minutes import (
     LABEL_NAMES,
     MINUTE_S,
     Labels,
+    minute_of,
     minute_rows,
     store_minutes,
     stored_label_values,
@@ -86,10 +87,6 @@ _REQUEST_VALUES = (
 Series = deque[tuple[float, float]]
 
 
-def _minute_of(at: float) -> int:
-    return int(at // MINUTE_S) * MINUTE_S
-
-
 def _step(since: float, until: float, step_s: float | None, default_at_least: float) -> float:
     if step_s is None:
         return max(default_at_least, (until - since) / DEFAULT_POINTS)
@@ -136,7 +133,7 @@ class MetricsCollector:
         self.version = 0
         self._series: dict[str, dict[Labels, Series]] = {}
         self._seen: dict[str, set[str]] = {name: set() for name in LABEL_NAMES}
-        self._stored_labels: dict[str, set[str]] = {name: set() for name in LABEL_NAMES}
+        """Every agent, provider and model recorded or stored (never forgotten)."""
         self._stored_until = 0.0
         """Samples before this time are in the database (or were, before pruning)."""
         self._storing = asyncio.Lock()
@@ -368,7 +365,7 @@ class MetricsCollector:
 
     def label_values(self) -> dict[str, list[str]]:
         """The agents, providers and models seen (in memory and in the database), sorted."""
-        return {name: sorted(self._seen[name] | self._stored_labels[name]) for name in LABEL_NAMES}
+        return {name: sorted(self._seen[name]) for name in LABEL_NAMES}
 
     def _matching(
         self, metric: str, agent: str | None, provider: str | None, model: str | None
@@ -391,7 +388,7 @@ class MetricsCollector:
             return 0
         async with self._storing:
             now = time.time()
-            until = now if final else _minute_of(now)
+            until = now if final else minute_of(now)
             since = self._stored_until
             # Copying the series is all the loop does; the summaries, a few milliseconds per
             # thousand samples, are made on the writer thread.
@@ -438,7 +435,7 @@ class MetricsCollector:
                 log.warning("the stored metric labels could not be read: %s", exc)
             else:
                 for name, values in stored.items():
-                    self._stored_labels[name].update(values)
+                    self._seen[name].update(values)
         self._tasks = [
             asyncio.create_task(self._sample_forever(), name="metrics-sampler"),
             asyncio.create_task(self._store_every_minute(), name="metrics-minutes"),
@@ -475,7 +472,7 @@ class MetricsCollector:
     async def _store_every_minute(self) -> None:
         while True:
             now = time.time()
-            await asyncio.sleep(_minute_of(now) + MINUTE_S - now + FLUSH_GRACE_S)
+            await asyncio.sleep(minute_of(now) + MINUTE_S - now + FLUSH_GRACE_S)
             try:
                 await self.flush()
             except Exception as exc:

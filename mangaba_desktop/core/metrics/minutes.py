@@ -20,6 +20,11 @@ LABEL_NAMES = ("agent", "provider", "model")
 MINUTE_S = 60
 
 
+def minute_of(at: float) -> int:
+    """The start of the minute ``at`` (Unix time) falls in."""
+    return int(at // MINUTE_S) * MINUTE_S
+
+
 def summary_of_row(row: MetricMinute) -> Summary:
     return Summary(
         count=row.count,
@@ -59,7 +64,7 @@ def minute_rows(
     for metric, labels, samples in series:
         for at, value in samples:
             if since <= at < until:
-                minutes[(int(at // MINUTE_S) * MINUTE_S, metric, labels)].append(value)
+                minutes[(minute_of(at), metric, labels)].append(value)
     return [
         row_of(minute, metric, labels, Summary.of(values))
         for (minute, metric, labels), values in minutes.items()

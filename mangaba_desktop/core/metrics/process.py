@@ -78,6 +78,7 @@ class ProcessSampler:
             except psutil.Error:
                 open_files = None
         now = time.monotonic()
+        counted = self.model_cpu_seconds()
         cpu: float | None = None
         model_cpu: float | None = None
         if self._last is not None:
@@ -86,20 +87,20 @@ class ProcessSampler:
             if elapsed > 0:
                 cpu = max(0.0, busy - last_busy) / elapsed * 100.0
                 model_ids = per_thread.keys() & set(self.model_threads())
-                counted = self.model_cpu_seconds()
-                if not model_ids and counted > self._last_model_seconds:
-                    # psutil names threads otherwise here: the model's own count serves.
-                    used = counted - self._last_model_seconds
-                    model_cpu = min(cpu, used / elapsed * 100.0)
-                elif model_ids:
+                used: float | None = None
+                if model_ids:
                     # A thread born since the last reading spent all its time in between.
                     used = sum(
                         max(0.0, per_thread[i] - last_per_thread.get(i, 0.0)) for i in model_ids
                     )
+                elif counted > self._last_model_seconds:
+                    # psutil names threads otherwise here: the model's own count serves.
+                    used = counted - self._last_model_seconds
+                if used is not None:
                     # Tick counting can put a thread a little above the precise total.
                     model_cpu = min(cpu, used / elapsed * 100.0)
         self._last = (now, busy, per_thread)
-        self._last_model_seconds = self.model_cpu_seconds()
+        self._last_model_seconds = counted
         return ProcessReading(
             at=time.time(),
             rss_mb=rss / MEBIBYTE,

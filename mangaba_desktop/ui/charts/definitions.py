@@ -103,7 +103,7 @@ class Window:
     label: str
     seconds: float
     step_s: float
-    """Seconds per point."""
+    """Seconds per point; a whole number of minutes for a stored window, as stored steps are."""
     refresh_s: float
     """How often the chart is read again when new data came: the live window twice a step
     (the last step fills as it is watched), the stored ones every few seconds."""

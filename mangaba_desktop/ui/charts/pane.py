@@ -40,6 +40,8 @@ from PySide6.QtWidgets import (
 from ...core import events, metrics
 from ...core.events import EventBus
 from ...core.metrics import MetricsCollector
+from ...core.metrics.minutes import LABEL_NAMES
+from ...core.metrics.percentiles import ZERO_WHEN_EMPTY
 from .definitions import CHARTS, WINDOWS, Chart, Window
 
 log = logging.getLogger(__name__)
@@ -181,7 +183,7 @@ class PerformancePane(QWidget):
     """Live charts of the metrics.
 
     Args:
-        metrics: the collector the charts read.
+        collector: the collector the charts read.
         bus: for agents being renamed (their names label the filter).
         spawn: runs a coroutine on the loop and keeps its task.
         agent_names: reads the app's agents' names by id (async); ids are shown without it.
@@ -235,9 +237,11 @@ class PerformancePane(QWidget):
         self.window_box.setObjectName("performance-window")
         for window in WINDOWS:
             self.window_box.addItem(window.label, window.label)
-        self.agent_box = self._filter_box("performance-agent", "All agents")
-        self.provider_box = self._filter_box("performance-provider", "All providers")
-        self.model_box = self._filter_box("performance-model", "All models")
+        self.filter_boxes = {
+            name: self._filter_box(f"performance-{name}", f"All {name}s") for name in LABEL_NAMES
+        }
+        """By label name, as :meth:`MetricsCollector.query` takes them."""
+        self.agent_box, self.provider_box, self.model_box = self.filter_boxes.values()
         self.pause_button = QPushButton("Pause")
         self.pause_button.setCheckable(True)
         self.pause_button.setToolTip("Hold the charts still (zoom and the crosshair still work)")
@@ -247,9 +251,8 @@ class PerformancePane(QWidget):
         controls = QHBoxLayout()
         controls.addWidget(QLabel("Last"))
         controls.addWidget(self.window_box)
-        controls.addWidget(self.agent_box)
-        controls.addWidget(self.provider_box)
-        controls.addWidget(self.model_box)
+        for box in self.filter_boxes.values():
+            controls.addWidget(box)
         controls.addStretch(1)
         controls.addWidget(self.pause_button)
         controls.addWidget(self.reset_button)
@@ -289,7 +292,7 @@ class PerformancePane(QWidget):
         layout.addWidget(scroll, 1)
 
         self.window_box.currentIndexChanged.connect(self._on_window_changed)
-        for box in (self.agent_box, self.provider_box, self.model_box):
+        for box in self.filter_boxes.values():
             box.currentIndexChanged.connect(lambda _i: self._on_filter_changed())
         self.pause_button.toggled.connect(self.set_paused)
         self.reset_button.clicked.connect(self.reset_zoom)
@@ -353,25 +356,21 @@ class PerformancePane(QWidget):
         self._fit(*self._span())
 
     def filters(self) -> dict[str, str | None]:
-        return {
-            "agent": self.agent_box.currentData(),
-            "provider": self.provider_box.currentData(),
-            "model": self.model_box.currentData(),
-        }
+        return {name: box.currentData() for name, box in self.filter_boxes.items()}
 
     def _on_window_changed(self, index: int) -> None:
-        self.span_window = WINDOWS[max(index, 0)]
+        window = self.span_window = WINDOWS[max(index, 0)]
         self._steps.clear()
-        for view in self.views.values():
-            view.time_format = (
-                "%a %d %b %H:%M"
-                if self.span_window.seconds > 86400
-                else ("%H:%M:%S" if self.span_window.step_s < 60 else "%H:%M")
-            )
+        if window.seconds > 86400:
+            time_format = "%a %d %b %H:%M"
+        else:
+            time_format = "%H:%M:%S" if window.step_s < 60 else "%H:%M"
         self._zoomed = False
         self.reset_button.setEnabled(False)
+        span = self._span()
         for view in self.views.values():
-            view.show_series({line.label: [] for line in view.chart.lines}, *self._span())
+            view.time_format = time_format
+            view.show_series({line.label: [] for line in view.chart.lines}, *span)
         self.refresh(force=True)
 
     def _on_filter_changed(self) -> None:
@@ -521,16 +520,15 @@ class PerformancePane(QWidget):
 
     def _show_summary(self) -> None:
         parts = []
-        for metric, label, unit in (
-            (metrics.RSS, "memory", "MB"),
-            (metrics.CPU, "CPU", "%"),
-            (metrics.THREADS, "threads", ""),
-            (metrics.OPEN_FILES, "open files", ""),
+        for metric, shown in (
+            (metrics.RSS, "memory {:,.0f} MB"),
+            (metrics.CPU, "CPU {:.1f}%"),
+            (metrics.THREADS, "threads {:,.0f}"),
+            (metrics.OPEN_FILES, "open files {:,.0f}"),
         ):
             value = self.metrics.latest(metric)
             if value is not None:
-                number = f"{value:,.0f}" if unit != "%" else f"{value:.1f}"
-                parts.append(f"{label} {number}{(' ' + unit) if unit == 'MB' else unit}")
+                parts.append(shown.format(value))
         if parts:
             self.summary.setText("Now: " + " · ".join(parts))
 
@@ -539,11 +537,7 @@ class PerformancePane(QWidget):
         if labels == self._labels:
             return
         self._labels = labels
-        for box, name in (
-            (self.agent_box, "agent"),
-            (self.provider_box, "provider"),
-            (self.model_box, "model"),
-        ):
+        for name, box in self.filter_boxes.items():
             current = box.currentData()
             box.blockSignals(True)
             while box.count() > 1:
@@ -625,10 +619,8 @@ class PerformancePane(QWidget):
 def _complete(points: Series, stat: str, window: Window, now: float) -> Series:
     """Without the step still filling, for counts and rates: it would read low (a minute's
     worth of requests counted over the hour it starts), a false drop at the right edge."""
-    if stat in ("count", "sum", "rate_per_min") and points:
-        step = max(window.step_s, 60.0 if window.stored else window.step_s)
-        if points[-1][0] + step > now:
-            return points[:-1]
+    if stat in ZERO_WHEN_EMPTY and points and points[-1][0] + window.step_s > now:
+        return points[:-1]
     return points
 
 
