@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import csv
 import json
 import logging
@@ -28,7 +29,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -174,9 +175,9 @@ def _insert(values: dict[str, Any], session: Session) -> AuditEntry:
     return entry
 
 
-def _report_failure(future: concurrent.futures.Future[Any]) -> None:
+def _report_failure(action: str, future: concurrent.futures.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
-        log.warning("An audit entry could not be written (%s)", future.exception())
+        log.warning("The audit entry %s could not be written (%s)", action, future.exception())
 
 
 class AuditLog:
@@ -250,15 +251,10 @@ class AuditLog:
             "outcome": Outcome(outcome).value,
             "detail": scrub(detail, secrets, MAX_DETAIL_CHARS),
         }
-        if self.database.closed:
-            log.warning("The audit entry %s was not written: the database is closed", action)
-            lost: concurrent.futures.Future[AuditEntry] = concurrent.futures.Future()
-            lost.set_exception(RuntimeError("The database is closed."))
-            return lost
         future: concurrent.futures.Future[AuditEntry] = self.database.write_soon(
             partial(_insert, values)
         )
-        future.add_done_callback(_report_failure)
+        future.add_done_callback(partial(_report_failure, action))
         return future
 
     async def append(
@@ -379,6 +375,7 @@ class AuditLog:
         described = ", ".join(
             f"{name} {value}" for name, value in (("action", action), ("outcome", outcome)) if value
         )
+        only = f" ({described})" if described else ""
 
         def job(session: Session) -> int:
             rows = session.exec(query.execution_options(yield_per=1000))
@@ -392,31 +389,80 @@ class AuditLog:
                 partial_path.unlink(missing_ok=True)
             return written
 
-        try:
-            written = await self.database.read(job)
-        except OSError as exc:
-            await self.append(
-                Action.DATA_EXPORTED,
-                actor=actor,
-                target="audit log",
-                outcome=Outcome.FAILED,
-                detail=f"Writing {path} failed: {exc.strerror or exc}.",
-            )
-            raise
-        only = f" ({described})" if described else ""
-        # Awaited: whoever reads the log after the export finds the export in it.
-        await self.append(
+        # Waited for: whoever reads the log after the export finds the export in it.
+        async with recorded(
+            self,
             Action.DATA_EXPORTED,
             actor=actor,
             target="audit log",
-            detail=f"{written} entries{only} as {kind.value.upper()} to {path}.",
-        )
+            failure=write_failure(path),
+            wait=True,
+        ) as entry:
+            written = await self.database.read(job)
+            entry.detail = f"{written} entries{only} as {kind.value.upper()} to {path}."
         return written
 
 
-def iso_time(timestamp: float) -> str:
-    """``timestamp`` in ISO 8601, UTC, to the millisecond."""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+Failure = Callable[[Exception], tuple[Outcome, str] | None]
+"""The outcome and detail to record for an exception, or None to record nothing."""
+
+
+@dataclass
+class Recording:
+    """The entry a :func:`recorded` block writes; the block sets :attr:`detail` once it
+    succeeded."""
+
+    detail: str = ""
+
+
+@contextlib.asynccontextmanager
+async def recorded(
+    audit: AuditLog | None,
+    action: str,
+    *,
+    actor: str,
+    target: str,
+    failure: Failure,
+    wait: bool = False,
+) -> AsyncIterator[Recording]:
+    """Record ``action`` when the block ends: ``ok`` with the detail the block set, or what
+    ``failure`` says of the exception that ended it (which goes on). Nothing is recorded without
+    ``audit``. With ``wait``, the block ends once the entry is written."""
+    entry = Recording()
+    if audit is None:
+        yield entry
+        return
+
+    async def write(outcome: Outcome, detail: str) -> None:
+        future = audit.record(action, actor=actor, target=target, outcome=outcome, detail=detail)
+        if wait:
+            await asyncio.wrap_future(future)
+
+    try:
+        yield entry
+    except Exception as exc:
+        if (failed := failure(exc)) is not None:
+            await write(*failed)
+        raise
+    await write(Outcome.OK, entry.detail)
+
+
+def write_failure(path: Path) -> Failure:
+    """The :data:`Failure` of an export to ``path``: failed, with the reason, when the file
+    could not be written or what was to be exported is not there; other errors not recorded."""
+
+    def failure(exc: Exception) -> tuple[Outcome, str] | None:
+        if not isinstance(exc, OSError | LookupError):
+            return None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return Outcome.FAILED, f"Writing {path} failed: {reason}."
+
+    return failure
+
+
+def iso_time(timestamp: float, timespec: str = "milliseconds") -> str:
+    """``timestamp`` in ISO 8601, UTC, to the millisecond (or to ``timespec``)."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec=timespec)
 
 
 def _record(entry: AuditEntry) -> dict[str, Any]:

@@ -7,12 +7,9 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .audit import USER, Action, AuditLog, recorded, write_failure
 from .store import Conversation, ConversationStore, Message
-
-if TYPE_CHECKING:
-    from .audit import AuditLog
 
 ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
 
@@ -74,7 +71,7 @@ async def export_conversation(
     kind: str = "md",
     *,
     audit: AuditLog | None = None,
-    actor: str = "user",
+    actor: str = USER,
 ) -> None:
     """Write a conversation to ``path`` as Markdown (``md``) or JSON (``json``), off the loop;
     the export is recorded in ``audit`` when given, by ``actor``.
@@ -83,28 +80,17 @@ async def export_conversation(
         LookupError: there is no such conversation.
         OSError: the file could not be written.
     """
-    target = f"conversation {conversation_id}"
-    try:
+    markdown = kind == "md"
+    async with recorded(
+        audit,
+        Action.DATA_EXPORTED,
+        actor=actor,
+        target=f"conversation {conversation_id}",
+        failure=write_failure(path),
+    ) as entry:
         conversation, messages = await store.export(conversation_id)
-        render = to_markdown if kind == "md" else to_json
-        text = render(conversation, messages)
+        text = (to_markdown if markdown else to_json)(conversation, messages)
         await asyncio.to_thread(path.write_text, text, encoding="utf-8")
-    except (OSError, LookupError) as exc:
-        if audit is not None:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            audit.record(
-                "data.exported",
-                actor=actor,
-                target=target,
-                outcome="failed",
-                detail=f"Writing {path} failed: {reason}.",
-            )
-        raise
-    if audit is not None:
-        audit.record(
-            "data.exported",
-            actor=actor,
-            target=target,
-            detail=f"{len(messages)} messages as {'Markdown' if kind == 'md' else 'JSON'} "
-            f"to {path}.",
+        entry.detail = (
+            f"{len(messages)} messages as {'Markdown' if markdown else 'JSON'} to {path}."
         )

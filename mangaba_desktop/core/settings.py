@@ -296,19 +296,20 @@ def changed_fields(before: Settings, after: Settings) -> list[str]:
     return [name for name in Settings.model_fields if getattr(before, name) != getattr(after, name)]
 
 
-def describe_changes(before: Settings, after: Settings) -> list[str]:
-    """What differs between two settings, for the audit log: the fields that changed, with the
-    new value of flags and numbers only (text may hold an address with a password in it, or a
-    prompt), and for providers which were added, removed or changed (and in which fields)."""
-    changes = []
+def describe_changes(before: Settings, after: Settings) -> dict[str, str]:
+    """What differs between two settings, for the audit log: each field that changed (in
+    declaration order) with how, that is the new value of flags and numbers only (text may hold
+    an address with a password in it, or a prompt), and for providers which were added, removed
+    or changed (and in which fields)."""
+    changes = {}
     for name in changed_fields(before, after):
         old, new = getattr(before, name), getattr(after, name)
         if name == "providers":
-            changes.append(_provider_changes(old, new))
+            changes[name] = _provider_changes(old, new)
         elif isinstance(new, bool | int | float):
-            changes.append(f"{name} = {json.dumps(new)}")
+            changes[name] = f"{name} = {json.dumps(new)}"
         else:
-            changes.append(name)
+            changes[name] = name
     return changes
 
 
@@ -400,16 +401,14 @@ class SettingsStore:
     def _record(self, before: Settings, after: Settings, actor: str) -> None:
         if self.audit is None:
             return
-        fields = changed_fields(before, after)
-        if not fields:
-            return
         changes = describe_changes(before, after)
-        self.audit.record(
-            "settings.changed",
-            actor=actor,
-            target=", ".join(fields),
-            detail="Changed " + "; ".join(changes) + ".",
-        )
+        if changes:
+            self.audit.record(
+                "settings.changed",
+                actor=actor,
+                target=", ".join(changes),
+                detail="Changed " + "; ".join(changes.values()) + ".",
+            )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.audit import AuditLog, ExportKind, Outcome
+from ..core.audit import AuditLog, ExportKind, Outcome, iso_time
 from ..core.store.models import AuditEntry
 
 COLUMNS = ("Time", "Actor", "Action", "Target", "Outcome", "Detail")
@@ -115,7 +115,7 @@ class AuditDialog(QDialog):
         self.outcome_filter.currentIndexChanged.connect(lambda _i: self.reload())
         self.csv_button.clicked.connect(lambda: self.choose_export_file(ExportKind.CSV))
         self.json_button.clicked.connect(lambda: self.choose_export_file(ExportKind.JSON))
-        self.loading = self.reload()
+        self.reload()
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -180,8 +180,7 @@ class AuditDialog(QDialog):
             for column, value in enumerate(values):
                 item = QTableWidgetItem(value)
                 if column == 0:
-                    when = datetime.fromtimestamp(entry.time, UTC).isoformat(timespec="seconds")
-                    item.setToolTip(when)
+                    item.setToolTip(iso_time(entry.time, "seconds"))
                 elif column == len(COLUMNS) - 1:
                     item.setToolTip(value)
                 if entry.outcome != Outcome.OK:

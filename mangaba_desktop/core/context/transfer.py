@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlmodel import Session, col, select
 
+from ..audit import USER, Action, AuditLog, Outcome, recorded, write_failure
 from ..store.models import Agent, Context
 from .passages import InvalidContext, clean_content, digest, parse_tags
 from .store import ContextStore, ImportResult, check_priority, check_type, insert_context
-
-if TYPE_CHECKING:
-    from ..audit import AuditLog
 
 FORMAT = "mangaba-contexts"
 VERSION = 1
@@ -101,7 +100,7 @@ async def export_to_file(
     agent_id: str | None = None,
     session_id: str | None = None,
     audit: AuditLog | None = None,
-    actor: str = "user",
+    actor: str = USER,
 ) -> int:
     """Write the contexts (of one agent, of one session, or all) and their agents to ``path``,
     one context per line; returns how many contexts were written. The export is recorded in
@@ -123,23 +122,15 @@ async def export_to_file(
             partial.unlink(missing_ok=True)
         return written[0]
 
-    target = _scope(agent_id, session_id)
-    try:
+    async with recorded(
+        audit,
+        Action.DATA_EXPORTED,
+        actor=actor,
+        target=_scope(agent_id, session_id),
+        failure=write_failure(path),
+    ) as entry:
         written = await store.db.read(job)
-    except OSError as exc:
-        if audit is not None:
-            audit.record(
-                "data.exported",
-                actor=actor,
-                target=target,
-                outcome="failed",
-                detail=f"Writing {path} failed: {exc.strerror or exc}.",
-            )
-        raise
-    if audit is not None:
-        audit.record(
-            "data.exported", actor=actor, target=target, detail=f"{written} contexts to {path}."
-        )
+        entry.detail = f"{written} contexts to {path}."
     return written
 
 
@@ -230,7 +221,7 @@ def parse_import(raw: bytes) -> _Parsed:
 
 
 async def import_file(
-    store: ContextStore, path: Path, *, audit: AuditLog | None = None, actor: str = "user"
+    store: ContextStore, path: Path, *, audit: AuditLog | None = None, actor: str = USER
 ) -> ImportResult:
     """Import an export file in one transaction: all of it, or (on any error) none of it.
 
@@ -241,43 +232,24 @@ async def import_file(
     Raises:
         InvalidImport: the file was refused; nothing was imported.
     """
-    try:
+
+    def failure(exc: Exception) -> tuple[Outcome, str]:
+        if isinstance(exc, InvalidImport):
+            return Outcome.REFUSED, f"{path}: {exc}"
+        return Outcome.FAILED, f"{path}: {type(exc).__name__}."
+
+    async with recorded(
+        audit, Action.DATA_IMPORTED, actor=actor, target="contexts", failure=failure
+    ) as entry:
         result = await _import_file(store, path)
-    except InvalidImport as exc:
-        if audit is not None:
-            audit.record(
-                "data.imported",
-                actor=actor,
-                target="contexts",
-                outcome="refused",
-                detail=f"{path}: {exc}",
-            )
-        raise
-    except Exception as exc:
-        if audit is not None:
-            audit.record(
-                "data.imported",
-                actor=actor,
-                target="contexts",
-                outcome="failed",
-                detail=f"{path}: {type(exc).__name__}.",
-            )
-        raise
-    if audit is not None:
         agents = f", {len(result.agents_added)} agents added" if result.agents_added else ""
-        audit.record(
-            "data.imported",
-            actor=actor,
-            target="contexts",
-            detail=f"{result.added} contexts added, {result.skipped} already there{agents}, "
-            f"from {path}.",
+        entry.detail = (
+            f"{result.added} contexts added, {result.skipped} already there{agents}, from {path}."
         )
     return result
 
 
 async def _import_file(store: ContextStore, path: Path) -> ImportResult:
-    import asyncio
-
     try:
         raw = await asyncio.to_thread(path.read_bytes)
     except OSError as exc:

@@ -164,7 +164,8 @@ def prepare(path: Path) -> list[migrations.Migration]:
 
 
 class _Writer(threading.Thread):
-    """The one thread that writes: runs jobs in the order they were submitted."""
+    """The one thread that writes: runs jobs in the order they were submitted; a job submitted
+    once it was stopped fails at once (it would never run)."""
 
     _STOP = object()
 
@@ -172,14 +173,22 @@ class _Writer(threading.Thread):
         super().__init__(name="store-writer", daemon=True)
         self._engine = engine
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stopping = threading.Lock()
+        self._stopped = False
 
     def submit(self, job: Callable[[Session], T]) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put((job, future))
+        with self._stopping:
+            if self._stopped:
+                future.set_exception(RuntimeError("The database is closed."))
+            else:
+                self._jobs.put((job, future))
         return future
 
     def stop(self) -> None:
-        self._jobs.put(self._STOP)
+        with self._stopping:
+            self._stopped = True
+            self._jobs.put(self._STOP)
         self.join()
 
     def run(self) -> None:
@@ -219,11 +228,6 @@ class Database:
         self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="store-read")
         self._closed = False
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called: queued writes after it would never run."""
-        return self._closed
-
     # -- running work -------------------------------------------------------------------------
 
     async def write(self, job: Callable[[Session], T]) -> T:
@@ -262,7 +266,7 @@ class Database:
         return copy
 
     def close(self) -> None:
-        """Finish queued writes, then release the file."""
+        """Finish queued writes, then release the file; writes after it fail at once."""
         if self._closed:
             return
         self._closed = True
