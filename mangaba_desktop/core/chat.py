@@ -82,8 +82,6 @@ class TurnPlan:
     """A queued reply sent again: if it stops before its first word, it stays queued."""
     retrieval_ms: float | None = None
     """How long the context search took; None when nothing was searched."""
-    remembered_ids: list[int] = field(default_factory=list)
-    """The contexts the turn was stored as, once it is."""
 
 
 class ChatService:
@@ -564,7 +562,13 @@ class ChatService:
             model=model,
         )
         try:
-            messages = await self._before_request(plan, model, reply)
+            messages = await self._before_request(
+                plan.messages,
+                model,
+                plan.request_id,
+                conversation_id=reply.conversation_id,
+                agent_id=plan.agent.id if plan.agent else None,
+            )
             async for piece in self._pieces(model, messages, plan):
                 if piece.usage:
                     usage = piece.usage
@@ -606,7 +610,14 @@ class ChatService:
             content = post_process(content)
             # Stop after the last word: the reply is whole, kept as the model wrote it.
             with contextlib.suppress(asyncio.CancelledError):
-                content = await self._after_response(content, plan, model, reply)
+                content = await self._after_response(
+                    content,
+                    model,
+                    plan.request_id,
+                    conversation_id=reply.conversation_id,
+                    message_id=reply.id,
+                    agent_id=plan.agent.id if plan.agent else None,
+                )
         fields: dict[str, Any] = {
             "content": content,
             "status": status,
@@ -644,7 +655,7 @@ class ChatService:
         try:
             while True:
                 try:
-                    stored = await asyncio.shield(writing)
+                    stored, remembered_ids = await asyncio.shield(writing)
                     break
                 except asyncio.CancelledError:
                     if writing.done() and writing.cancelled():
@@ -652,7 +663,7 @@ class ChatService:
                     cancelled_again = True
         except LookupError:
             # The conversation was deleted while the reply streamed: nothing left to keep.
-            stored = reply.model_copy(update=fields)
+            stored, remembered_ids = reply.model_copy(update=fields), []
             remember = False
         self.bus.publish(events.MESSAGE_FINISHED, message=stored)
         self.bus.publish(
@@ -680,7 +691,7 @@ class ChatService:
             self.bus.publish(events.ERROR_OCCURRED, source="chat", message=error)
         if remember and self.contexts is not None and plan.agent is not None:
             self.contexts.notify_changed(
-                added=plan.remembered_ids, agent_id=plan.agent.id, session_id=plan.session_id
+                added=remembered_ids, agent_id=plan.agent.id, session_id=plan.session_id
             )
             # Summaries of the agent's memory are written by a model, never a remote agent.
             upkeep_model = self.memory_model(plan.agent) if is_remote_agent(model) else model
@@ -716,13 +727,14 @@ class ChatService:
         fields: dict[str, Any],
         plan: TurnPlan,
         remember: bool,
-    ) -> Message:
+    ) -> tuple[Message, list[int]]:
         """One transaction: the reply's final state, the turn as a context, the contexts'
-        use counts. The reply's write never depends on the rest: the memory part runs in a
-        savepoint, and if it fails (the agent was deleted meanwhile) only it is rolled back."""
+        use counts; returns the reply and the ids of the contexts the turn was stored as.
+        The reply's write never depends on the rest: the memory part runs in a savepoint, and
+        if it fails (the agent was deleted meanwhile) only it is rolled back."""
         stored = update_message_row(session, reply_id, **fields)
         if not (remember and plan.agent is not None):
-            return stored
+            return stored, []
         agent_id = plan.agent.id
         try:
             with session.begin_nested():
@@ -730,7 +742,7 @@ class ChatService:
                 question = commands.unescape(plan.question.content)
                 turn = f"User: {question}\nAssistant: {fields['content']}"
                 pieces = [turn] if len(turn) <= MAX_CONTEXT_CHARS else split_passages(turn)
-                remembered = []
+                remembered: list[int] = []
                 for piece in pieces:
                     context = insert_context(
                         session,
@@ -744,14 +756,15 @@ class ChatService:
                             digest=digest(plan.context_type, piece),
                         ),
                     )
-                    remembered.append(context.id)
+                    if context.id is not None:
+                        remembered.append(context.id)
                 used = [c.context.id for c in plan.contexts if c.context.id is not None]
                 if used:
                     touch_contexts(session, used, now)
-            plan.remembered_ids = [i for i in remembered if i is not None]
         except SQLAlchemyError as exc:
             log.warning("the turn of reply %s was not remembered: %s", reply_id, exc)
-        return stored
+            return stored, []
+        return stored, remembered
 
     def _spawn_upkeep(
         self, agent_id: str, session_id: str | None, model: str, params: dict[str, Any]
@@ -815,17 +828,10 @@ class ChatService:
         """A whole reply at once, for the app's own requests (summaries)."""
         chosen = self.params if params is None else params
         request_id = uuid.uuid4().hex
-        if self.plugins is not None and self.plugins.wants(BEFORE_REQUEST):
-            messages = await self.plugins.before_request(
-                Request(messages, model, self._remote(model), request_id, purpose="summary")
-            )
+        messages = await self._before_request(messages, model, request_id, purpose="summary")
         parts = [p.text async for p in self.completions.stream(model, messages, **chosen)]
         text = post_process("".join(parts))
-        if self.plugins is not None and self.plugins.wants(AFTER_RESPONSE):
-            text = await self.plugins.after_response(
-                Response(text, model, request_id, purpose="summary")
-            )
-        return text
+        return await self._after_response(text, model, request_id, purpose="summary")
 
     # -- plugins -------------------------------------------------------------------------------
 
@@ -856,34 +862,20 @@ class ChatService:
         )
 
     async def _before_request(
-        self, plan: TurnPlan, model: str, reply: Message
+        self, messages: list[dict[str, str]], model: str, request_id: str, **about: Any
     ) -> list[dict[str, str]]:
+        """The messages as the plugins leave them (``about``: the :class:`Request`'s rest)."""
         if self.plugins is None or not self.plugins.wants(BEFORE_REQUEST):
-            return plan.messages
+            return messages
         return await self.plugins.before_request(
-            Request(
-                messages=plan.messages,
-                model=model,
-                remote=self._remote(model),
-                request_id=plan.request_id,
-                conversation_id=reply.conversation_id,
-                agent_id=plan.agent.id if plan.agent else None,
-            )
+            Request(messages, model, self._remote(model), request_id, **about)
         )
 
-    async def _after_response(self, text: str, plan: TurnPlan, model: str, reply: Message) -> str:
+    async def _after_response(self, text: str, model: str, request_id: str, **about: Any) -> str:
+        """The reply as the plugins leave it (``about``: the :class:`Response`'s rest)."""
         if self.plugins is None or not self.plugins.wants(AFTER_RESPONSE):
             return text
-        return await self.plugins.after_response(
-            Response(
-                text=text,
-                model=model,
-                request_id=plan.request_id,
-                conversation_id=reply.conversation_id,
-                message_id=reply.id,
-                agent_id=plan.agent.id if plan.agent else None,
-            )
-        )
+        return await self.plugins.after_response(Response(text, model, request_id, **about))
 
 
 def _start_queued(session: Session, reply_id: int, fields: dict[str, Any]) -> Message:

@@ -140,12 +140,7 @@ class Plugin:
 
     def hooks(self) -> dict[str, Callable[[Any], Any]]:
         """The hooks this plugin offers, by name: the methods named after a hook."""
-        found: dict[str, Callable[[Any], Any]] = {}
-        for hook in HOOKS:
-            method = getattr(self, hook, None)
-            if callable(method):
-                found[hook] = method
-        return found
+        return hook_methods(self)
 
     def commands(self) -> Sequence[PluginCommand]:
         """The slash commands this plugin answers."""
@@ -156,3 +151,8 @@ class Plugin:
 
     def cleanup(self) -> None:
         """Called once, when the app stops."""
+
+
+def hook_methods(plugin: Any) -> dict[str, Callable[[Any], Any]]:
+    """The methods of ``plugin`` named after a hook, by name."""
+    return {hook: method for hook in HOOKS if callable(method := getattr(plugin, hook, None))}

@@ -42,6 +42,7 @@ from .hooks import (
     Request,
     Response,
     StoredMessage,
+    hook_methods,
 )
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ class PluginManager:
             offers = getattr(plugin, "hooks", None) or getattr(plugin, "get_hooks", None)
             hooks = offers() if callable(offers) else None
             if hooks is None:
-                hooks = {h: getattr(plugin, h) for h in HOOKS if callable(getattr(plugin, h, None))}
+                hooks = hook_methods(plugin)
             offered = getattr(plugin, "commands", None)
             plugin_commands: Sequence[PluginCommand] = offered() if callable(offered) else ()
         except Exception as exc:
@@ -242,15 +243,17 @@ class PluginManager:
     def wants(self, hook: str) -> bool:
         """Whether any active plugin offers ``hook`` (nothing to do otherwise); before a
         request, also whether a protective plugin failed (the request may not leave)."""
-        if hook == BEFORE_REQUEST and self._protection_failed():
+        if hook == BEFORE_REQUEST and self._failed_protector() is not None:
             return True
         return bool(self._active[hook])
 
-    def _protection_failed(self) -> bool:
-        return any(
-            getattr(slot.plugin, "protective", False) and slot.error is not None and not slot.off
-            for slot in self._slots.values()
-        )
+    def _failed_protector(self) -> _Slot | None:
+        """A protective plugin that failed (and is not turned off), if any."""
+        for slot in self._slots.values():
+            protective = getattr(slot.plugin, "protective", False)
+            if protective and slot.error is not None and not slot.off:
+                return slot
+        return None
 
     def apply_disabled(self, names: Iterable[str]) -> None:
         """Turn off the plugins in ``names`` and on the others; a plugin that was off since
@@ -339,17 +342,14 @@ class PluginManager:
         return messages
 
     def _refuse_if_unprotected(self, request: Request) -> None:
-        if not self._protection_failed():
-            return
-        for slot in self._slots.values():
-            protective = getattr(slot.plugin, "protective", False)
-            if protective and slot.error is not None and not slot.off:
-                raise PluginRefused(
-                    f"The plugin “{slot.name}” protects what leaves this computer and it "
-                    f"failed ({slot.error}), so nothing was sent to {request.model}. Turn "
-                    "the plugin off in Settings ▸ Plugins to send anyway, or use a model on "
-                    "this computer."
-                )
+        slot = self._failed_protector()
+        if slot is not None:
+            raise PluginRefused(
+                f"The plugin “{slot.name}” protects what leaves this computer and it "
+                f"failed ({slot.error}), so nothing was sent to {request.model}. Turn "
+                "the plugin off in Settings ▸ Plugins to send anyway, or use a model on "
+                "this computer."
+            )
 
     async def after_response(self, response: Response) -> str:
         """The reply's text after every active plugin's ``after_response``."""
@@ -458,8 +458,7 @@ class PluginManager:
             result = handler(payload)
             if inspect.isawaitable(result):
                 result = await self._bounded(result)
-            elif time.monotonic() - started > self.timeout_s:
-                held = time.monotonic() - started
+            elif (held := time.monotonic() - started) > self.timeout_s:
                 self._fail(
                     slot,
                     f"{what} held the app for {held:.1f} s; a hook may take {self.timeout_s:g} s.",

@@ -50,6 +50,8 @@ from .messages import MessageListModel, MessageView, format_cost, preserve_posit
 from .search import SearchDialog
 
 DRAFT_SAVE_DELAY_MS = 400
+_REMOTE_CHOICE = "Remote agent · "
+"""How the model picker begins the name of a remote agent."""
 
 
 class ChatPane(QWidget):
@@ -171,7 +173,7 @@ class ChatPane(QWidget):
         agent_bar.addWidget(self.model_combo, 1)
         agent_bar.addStretch(0)
         self.composer = Composer()
-        plugins = getattr(self.chat, "plugins", None)
+        plugins = self.chat.plugins
         if plugins is not None:
             self.composer.more_commands = lambda: plugins.command_specs(active_only=True)
         self.notice = QLabel("")
@@ -463,7 +465,7 @@ class ChatPane(QWidget):
         node = find_node(self.network, model_for(url)) if self.network is not None else None
         offline = node is None or node.status == NodeStatus.OFFLINE
         name = node.name.removesuffix(UNREACHABLE_SUFFIX) if node is not None else url
-        text = f"Remote agent · {name}" + (" (offline)" if offline else "")
+        text = f"{_REMOTE_CHOICE}{name}" + (" (offline)" if offline else "")
         tip = (
             f"{name} at {url} answers in this chat, through the agent network: the chat's "
             "agent asks it. Only your message is sent (no persona, no memories); the remote "
@@ -505,7 +507,7 @@ class ChatPane(QWidget):
             self.spawn(self.store.set_model(self.current.id, model))
             shown = model or "the default model"
             if is_remote_agent(model):
-                shown = self.model_combo.currentText().removeprefix("Remote agent · ")
+                shown = self.model_combo.currentText().removeprefix(_REMOTE_CHOICE)
             self.status_message.emit(f"Replies in this chat now come from {shown}.")
 
     async def refresh_usage(self) -> None:
