@@ -255,24 +255,22 @@ class RemoteAgent:
         answers."""
         node = self.hub.nodes.get(self.node_id or "")
         # Not when this agent was replaced (added again) or removed meanwhile.
-        if node is None or not self.url or not self.hub.serves(node.id, self.handle):
+        if node is None or not self.url or not self._still_mine(node):
             return
         self.hub.set_status(node.id, NodeStatus.OFFLINE)
         if self._watching is None or self._watching.done():
             self._watching = self.hub.background(self._watch(node))
 
     async def _watch(self, node: Node) -> None:
+        delays = RECONNECT_DELAYS_S
         for attempt in itertools.count():
-            delays = RECONNECT_DELAYS_S
             await asyncio.sleep(delays[min(attempt, len(delays) - 1)])
             if not self._still_mine(node):
                 return  # removed, or added again
             try:
-                card, info = await resolve_card(
+                card, _info = await _usable_card(
                     self.url, token=self.token, timeout_s=self.timeout_s
                 )
-                if self.token is not None:
-                    token_stays_with(card, info.url)
             except NetworkError as exc:
                 log.info("%s is still unreachable: %s", self.url, exc)
                 continue
@@ -378,20 +376,27 @@ def _jsonable(content: dict[str, Any]) -> dict[str, Any]:
     return loaded
 
 
-def token_stays_with(card: AgentCard, url: str) -> None:
-    """Refuse a card whose requests would go to another server than the one at ``url``: a
-    token given for that server is never sent elsewhere.
+async def _usable_card(
+    url: str, *, token: str | None, timeout_s: float
+) -> tuple[AgentCard, RemoteAgentInfo]:
+    """The card at ``url`` (see :func:`resolve_card`). With a token, a card whose requests
+    would go to another server than the one at ``url`` is refused: a token given for that
+    server is never sent elsewhere.
 
     Raises:
-        NetworkError: an interface of the card is on another host or port.
+        NetworkError: the card cannot be read, is not usable, or an interface of it is on
+            another host or port.
     """
-    asked = urlsplit(url).netloc.lower()
-    for interface in card.supported_interfaces:
-        if urlsplit(interface.url).netloc.lower() != asked:
-            raise NetworkError(
-                f"The card at {url} sends requests to {interface.url}, another "
-                "server: the token is not sent there. Add the agent by that address."
-            )
+    card, info = await resolve_card(url, token=token, timeout_s=timeout_s)
+    if token is not None:
+        asked = urlsplit(info.url).netloc.lower()
+        for interface in card.supported_interfaces:
+            if urlsplit(interface.url).netloc.lower() != asked:
+                raise NetworkError(
+                    f"The card at {info.url} sends requests to {interface.url}, another "
+                    "server: the token is not sent there. Add the agent by that address."
+                )
+    return card, info
 
 
 async def add_remote_agent(
@@ -402,9 +407,7 @@ async def add_remote_agent(
     Raises:
         NetworkError: the card cannot be read or is not usable (the message says why).
     """
-    card, info = await resolve_card(url, token=token, timeout_s=timeout_s)
-    if token is not None:
-        token_stays_with(card, info.url)
+    card, info = await _usable_card(url, token=token, timeout_s=timeout_s)
     remote = RemoteAgent(runtime.network, card, token=token, timeout_s=timeout_s, url=url)
     node = Node(
         id=f"a2a:{info.url}",

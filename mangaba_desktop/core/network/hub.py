@@ -598,15 +598,11 @@ class AgentHub:
         ):
             return  # its caller gave up, or its time ran out, before it was taken
         if message.expired():
-            message.status = MessageStatus.EXPIRED
-            message.error = (
+            text = (
                 f"Expired after {message.ttl_s:g} s in the queue of "
                 f"{node.name if node else node_id} before it was handled."
             )
-            if message.type == MessageType.REQUEST:
-                await self._answer(message, message.failure(message.error))
-            else:
-                await self._update(message)
+            await self._conclude_failed(message, text, status=MessageStatus.EXPIRED)
             return
         handler = self._handlers.get(node_id)
         if node is None or handler is None:  # unregistered since it was queued
@@ -616,12 +612,7 @@ class AgentHub:
         if node.status == NodeStatus.OFFLINE:
             # Found unreachable while this waited in its queue: not sent, and not marked
             # working (that would read as reached again).
-            text = f"{node.name} is offline."
-            message.status, message.error = MessageStatus.FAILED, text
-            if message.type == MessageType.REQUEST:
-                await self._answer(message, message.failure(text, unreachable=True))
-            else:
-                await self._update(message)
+            await self._conclude_failed(message, f"{node.name} is offline.", unreachable=True)
             return
         message.status = MessageStatus.DELIVERED
         self._announce(message)  # stored with its outcome: one write less per message
@@ -649,12 +640,8 @@ class AgentHub:
             log.info("%s could not handle %s: %s", node_id, message.id, text)
             if node is not None:
                 node.failed += 1
-            message.status, message.error = MessageStatus.FAILED, text
-            if message.type == MessageType.REQUEST:
-                unreachable = isinstance(exc, AgentOffline)
-                await self._answer(message, message.failure(text, unreachable=unreachable))
-            else:
-                await self._update(message)
+            unreachable = isinstance(exc, AgentOffline)
+            await self._conclude_failed(message, text, unreachable=unreachable)
         else:
             if node is not None:
                 node.handled += 1
@@ -688,6 +675,22 @@ class AgentHub:
         self._announce(answer)
         if waiting is not None and not waiting.done():
             waiting.set_result(answer)
+
+    async def _conclude_failed(
+        self,
+        message: AgentMessage,
+        text: str,
+        *,
+        status: MessageStatus = MessageStatus.FAILED,
+        unreachable: bool = False,
+    ) -> None:
+        """``message`` was not handled (``status``, why in ``text``): a request is answered
+        with the error, anything else is stored as it ends."""
+        message.status, message.error = status, text
+        if message.type == MessageType.REQUEST:
+            await self._answer(message, message.failure(text, unreachable=unreachable))
+        else:
+            await self._update(message)
 
     async def _fail(self, message: AgentMessage, text: str) -> None:
         message.status, message.error = MessageStatus.FAILED, text

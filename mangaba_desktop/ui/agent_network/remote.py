@@ -74,8 +74,7 @@ async def reconnect_until_reachable(
             if on_failure is not None and attempt == 0:
                 on_failure(str(exc))
             if waiting_id not in hub.nodes:
-                hub.register(_unreachable(url, waiting_id, str(exc)), _offline(url))
-                hub.set_status(waiting_id, NodeStatus.OFFLINE)
+                hub.register(_unreachable(url, waiting_id), _offline(url))
             await asyncio.sleep(delays[min(attempt, len(delays) - 1)])
             attempt += 1
             continue
@@ -87,7 +86,7 @@ async def reconnect_until_reachable(
     return None
 
 
-def _unreachable(url: str, node_id: str, reason: str) -> Node:
+def _unreachable(url: str, node_id: str) -> Node:
     host = urlsplit(url).netloc or url
     return Node(
         id=node_id,
