@@ -490,7 +490,8 @@ class MainWindow(QMainWindow):
             self._spawn(self.share(settings))
 
     async def share(self, settings: Any, *, actor: str = "user") -> None:
-        """Serve the agents as ``settings`` say (by ``actor``, for the audit log) and say so."""
+        """Serve the agents as ``settings`` say (by ``actor``, for the audit log) and say so;
+        settings the Share dialog already tried are not tried again."""
         assert self.sharing is not None
         self.show_status(await self.sharing.apply(settings, actor=actor), 15000)
 
@@ -501,13 +502,13 @@ class MainWindow(QMainWindow):
         from .settings import SettingsDialog
 
         dialog = SettingsDialog(
-            self.runtime.settings,
+            runtime.settings,
             self.keys,
-            self.runtime.completions,
+            runtime.completions,
             self._spawn,
             self,
             found_servers=self.found_servers,
-            plugins=self.runtime.plugins,
+            plugins=runtime.plugins,
         )
         # Saved settings rebuild the Router through the settings store; keys changed in the
         # dialog do not pass through it.

@@ -81,14 +81,16 @@ class Sharing:
         """The bearer token requests need; None when the agents are served on loopback only."""
         return self.server.token if self.server is not None else None
 
-    async def apply(self, settings: Settings, *, actor: str = "app") -> str:
+    async def apply(self, settings: Settings, *, actor: str = "app", retry: bool = False) -> str:
         """Stop, and start again when ``settings`` share the agents; returns what to tell the
         user (a failure to listen is said, never raised). ``actor`` is who asked, for the
-        audit log."""
+        audit log. Settings already applied are not applied again; after a failure they are
+        tried again only with ``retry`` (the user pressed Apply: not start-up, and not the
+        echo of that same save)."""
         async with self._lock:
             wanted = sharing_of(settings)
-            if wanted == self._applied and self.problem is None:
-                return self.describe()  # already so (the dialog and the settings both ask)
+            if wanted == self._applied and (self.problem is None or not retry):
+                return self.problem or self.describe()  # already so, or already tried
             await self._stop(actor)
             self.problem = None
             self._applied = wanted
@@ -238,7 +240,7 @@ class ShareDialog(QDialog):
             except InvalidSettings as exc:
                 text = f"The settings were not saved: {exc}"
             else:
-                text = await self.sharing.apply(saved, actor="user")
+                text = await self.sharing.apply(saved, actor="user", retry=True)
         finally:
             # The dialog may have been closed (and deleted) while the server started.
             with contextlib.suppress(RuntimeError):

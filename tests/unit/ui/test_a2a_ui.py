@@ -17,6 +17,7 @@ from PySide6.QtCore import Qt, QUrl
 
 from mangaba_desktop.core import events
 from mangaba_desktop.core.agent import Runtime
+from mangaba_desktop.core.audit import Action
 from mangaba_desktop.core.network import AgentOffline, NodeKind, NodeStatus
 from mangaba_desktop.core.network.a2a_server import TOKEN_ID, A2AServer
 from mangaba_desktop.core.providers.secrets import SERVICE
@@ -395,3 +396,33 @@ def test_a_remote_agent_is_chosen_in_the_chat_pane_and_answers_there(loop, tmp_p
             await remote.close()
 
     loop.run_until_complete(scenario())
+
+
+def test_a_busy_port_in_the_share_dialog_is_tried_once_per_apply(loop, data_dir):
+    configure(data_dir)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        async def scenario() -> None:
+            async with running_app(data_dir) as app:
+                runtime = app.application.runtime
+                dialog = network_pane(app).open_share_dialog()
+                dialog.serve.setChecked(True)
+                dialog.port.setValue(port)
+
+                text = await dialog.apply()
+                await asyncio.sleep(0.3)  # the saved settings' own echo has had its turn
+
+                assert "could not be shared" in text
+                failed = await runtime.audit.entries(action=Action.A2A_STARTED, outcome="failed")
+                assert len(failed) == 1, [(e.actor, e.detail) for e in failed]
+                # Apply again: the user asks, so it is tried again.
+                await dialog.apply()
+                await asyncio.sleep(0.3)
+                failed = await runtime.audit.entries(action=Action.A2A_STARTED, outcome="failed")
+                assert len(failed) == 2
+                dialog.reject()
+
+        loop.run_until_complete(scenario())
