@@ -16,7 +16,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-APP_ID = "io.github.mangaba.Desktop"
+from . import DESKTOP_ID
+
 ICON_SIZES = (32, 64, 256)
 # Characters that make an Exec argument need quotes (Desktop Entry Specification, "The Exec key").
 _RESERVED = set(" \t\n\"'\\><~|&;$*?#()`")
@@ -67,7 +68,7 @@ def exec_argument(argument: str) -> str:
 
 
 def entry_text(start: list[str]) -> str:
-    template = resources.files("mangaba_desktop").joinpath(f"linux/{APP_ID}.desktop")
+    template = resources.files("mangaba_desktop").joinpath(f"linux/{DESKTOP_ID}.desktop")
     lines = []
     for line in template.read_text(encoding="utf-8").splitlines():
         if line.startswith("Exec="):
@@ -81,9 +82,9 @@ def entry_text(start: list[str]) -> str:
 
 
 def _paths(home: Path) -> tuple[Path, list[tuple[int, Path]]]:
-    entry = home / "applications" / f"{APP_ID}.desktop"
+    entry = home / "applications" / f"{DESKTOP_ID}.desktop"
     icons = [
-        (size, home / "icons" / "hicolor" / f"{size}x{size}" / "apps" / f"{APP_ID}.png")
+        (size, home / "icons" / "hicolor" / f"{size}x{size}" / "apps" / f"{DESKTOP_ID}.png")
         for size in ICON_SIZES
     ]
     return entry, icons
@@ -129,9 +130,10 @@ def main(action: str) -> int:
         return 2
     try:
         if action == "install":
-            written = install()
+            start = command()
+            written = install(start=start)
             print(f"Added Mangaba Desktop to the menu: {written[-1]}")
-            print(f"It starts: {' '.join(command())}")
+            print(f"It starts: {' '.join(start)}")
         else:
             removed = remove()
             if removed:

@@ -55,10 +55,6 @@ class SelfTest:
         print(f"[{mark}] {name} ({elapsed:.1f} s): {detail}", file=self.out, flush=True)
         return ok
 
-    @property
-    def passed(self) -> bool:
-        return all(check.ok for check in self.checks if check.required)
-
 
 async def _self_test(out: TextIO) -> int:
     frozen = getattr(sys, "frozen", False)
@@ -85,9 +81,8 @@ async def _self_test(out: TextIO) -> int:
             runtime = await Runtime.open(Path(folder))
             return f"created and migrated to schema {LATEST_VERSION} in a temporary folder"
 
+        # turn() and plugins() run only once store() has opened the runtime.
         async def turn() -> str:
-            if runtime is None:
-                raise RuntimeError("no store to answer in")
             from .core.agent import MangabaAgent
 
             agent = MangabaAgent(agent_name="Self-test", runtime=runtime)
@@ -108,8 +103,6 @@ async def _self_test(out: TextIO) -> int:
             return f"litellm {_version('litellm')}, {known:,} models in its local price table"
 
         async def plugins() -> str:
-            if runtime is None:
-                raise RuntimeError("no runtime")
             found = [info.name for info in runtime.plugins.plugins()]
             if not found:
                 raise RuntimeError("no plugin found (the package metadata is missing)")

@@ -22,6 +22,7 @@ stage() { printf '\n=== [%4ds] %s\n' "$SECONDS" "$*"; }
 stage "build tools"
 "$PYTHON" -m pip install --quiet -r packaging/requirements-build.txt
 VERSION=$("$PYTHON" -c 'import mangaba_desktop; print(mangaba_desktop.__version__)')
+DESKTOP_ID=$("$PYTHON" -c 'import mangaba_desktop; print(mangaba_desktop.DESKTOP_ID)')
 ARCH=$(uname -m)
 echo "Mangaba Desktop $VERSION for linux-$ARCH"
 
@@ -35,13 +36,16 @@ if [[ ${NUMPY_BLAS:-none} == none ]]; then
     NUMPY_VERSION=$("$PYTHON" -c 'import numpy; print(numpy.__version__)')
     PYTHON_TAG=$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
     WHEELS=${XDG_CACHE_HOME:-$HOME/.cache}/mangaba-desktop/numpy-noblas
-    WHEEL=$(find "$WHEELS" -name "numpy-$NUMPY_VERSION-$PYTHON_TAG-*.whl" 2>/dev/null | head -n 1)
+    # Made first: find fails on a missing folder, and with pipefail that ends the script.
+    mkdir -p "$WHEELS"
+    cached_wheel() { find "$WHEELS" -name "numpy-$NUMPY_VERSION-$PYTHON_TAG-*.whl" | head -n 1; }
+    WHEEL=$(cached_wheel)
     if [[ -z $WHEEL ]]; then
         echo "building numpy $NUMPY_VERSION without BLAS into $WHEELS (once)"
         "$PYTHON" -m pip wheel --quiet --no-deps --no-binary numpy "numpy==$NUMPY_VERSION" \
             -w "$WHEELS" -Csetup-args=-Dblas=none -Csetup-args=-Dlapack=none \
             -Csetup-args=-Dallow-noblas=true || true
-        WHEEL=$(find "$WHEELS" -name "numpy-$NUMPY_VERSION-$PYTHON_TAG-*.whl" 2>/dev/null | head -n 1)
+        WHEEL=$(cached_wheel)
     fi
     if [[ -n $WHEEL ]]; then
         NUMPY_PATH=$ROOT/build/numpy-noblas
@@ -89,7 +93,7 @@ trap 'rm -rf "$SCRATCH"' EXIT
 HOME=$SCRATCH "$BINARY" --self-test
 # The menu entry it writes for itself points at this folder and is valid.
 HOME=$SCRATCH XDG_DATA_HOME=$SCRATCH/share "$BINARY" --install-desktop-entry
-ENTRY=$SCRATCH/share/applications/io.github.mangaba.Desktop.desktop
+ENTRY=$SCRATCH/share/applications/$DESKTOP_ID.desktop
 EXEC_LINE=$("$PYTHON" -c 'import sys; from mangaba_desktop.desktop_entry import exec_argument
 print("Exec=" + exec_argument(sys.argv[1]))' "$ROOT/$BINARY")
 grep -qxF "$EXEC_LINE" "$ENTRY"
@@ -114,12 +118,12 @@ if command -v appimagetool >/dev/null 2>&1; then
         "$APPDIR/usr/share/metainfo" "$APPDIR/usr/share/icons/hicolor/256x256/apps"
     cp -a dist/mangaba-desktop "$APPDIR/usr/lib-mangaba"
     ln -s ../lib-mangaba/mangaba-desktop "$APPDIR/usr/bin/mangaba-desktop"
-    cp mangaba_desktop/linux/io.github.mangaba.Desktop.desktop "$APPDIR/usr/share/applications/"
-    cp mangaba_desktop/linux/io.github.mangaba.Desktop.desktop "$APPDIR/"
-    cp resources/linux/io.github.mangaba.Desktop.metainfo.xml "$APPDIR/usr/share/metainfo/"
+    cp "mangaba_desktop/linux/$DESKTOP_ID.desktop" "$APPDIR/usr/share/applications/"
+    cp "mangaba_desktop/linux/$DESKTOP_ID.desktop" "$APPDIR/"
+    cp "resources/linux/$DESKTOP_ID.metainfo.xml" "$APPDIR/usr/share/metainfo/"
     cp resources/icons/mangaba-desktop-256.png \
-        "$APPDIR/usr/share/icons/hicolor/256x256/apps/io.github.mangaba.Desktop.png"
-    cp resources/icons/mangaba-desktop-256.png "$APPDIR/io.github.mangaba.Desktop.png"
+        "$APPDIR/usr/share/icons/hicolor/256x256/apps/$DESKTOP_ID.png"
+    cp resources/icons/mangaba-desktop-256.png "$APPDIR/$DESKTOP_ID.png"
     ln -s usr/bin/mangaba-desktop "$APPDIR/AppRun"
     ARCH=$ARCH appimagetool --no-appstream "$APPDIR" "dist/Mangaba_Desktop-$VERSION-$ARCH.AppImage"
 else

@@ -97,18 +97,16 @@ class TrimError(RuntimeError):
 
 def dropped(item: str) -> bool:
     """Whether an item of the ICU package (``coll/de.res``, ``ibm-37_P100-1995.cnv``) goes."""
-    tree, _, name = item.rpartition("/")
+    tree = item.rpartition("/")[0]
     if tree:
-        if tree in DROPPED_TREES:
-            return True
-        return tree == "zone" and item not in KEPT_ZONE_NAMES
+        return tree in DROPPED_TREES or (tree == "zone" and item not in KEPT_ZONE_NAMES)
     if item in DROPPED_FILES:
         return True
     if item in KEPT_FILES:
         return False
     if item.endswith(".cnv"):
         return item.removesuffix(".cnv") not in KEPT_CONVERTERS
-    return LOCALE_BUNDLE.fullmatch(name) is not None
+    return LOCALE_BUNDLE.fullmatch(item) is not None
 
 
 def find_library(bundle: Path) -> Path:
@@ -230,10 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         # from a temporary file system (a tmpfs /tmp) to the build's.
         with tempfile.TemporaryDirectory(prefix=".trim-icu-", dir=library.parent) as folder:
             before, after, kept = trim(library, Path(folder))
-    except OSError as exc:
-        print(f"ICU data not trimmed: {exc}", file=sys.stderr)
-        return 1
-    except TrimError as exc:
+    except (OSError, TrimError) as exc:
         print(f"ICU data not trimmed: {exc}", file=sys.stderr)
         return 1
     if before == after:

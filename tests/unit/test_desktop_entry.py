@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from mangaba_desktop import DESKTOP_ID as APP_ID
 from mangaba_desktop import desktop_entry
-from mangaba_desktop.desktop_entry import APP_ID, entry_text, exec_argument, install, remove
+from mangaba_desktop.desktop_entry import entry_text, exec_argument, install, remove
 
 ENTRY = Path("applications") / f"{APP_ID}.desktop"
 
